@@ -1,0 +1,119 @@
+"""The base config (every key with its default) and its validation.
+
+`configs/NAME.py` files start from `base_config()` and override what they need.
+`validate` runs before anything compiles: each bad value gets one `UserError`
+naming the key and what is allowed.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from aigc_jax.errors import UserError
+
+MODEL_FAMILIES = {"gan": ("dcgan",), "vae": ("conv_vae",), "classifier": ("lenet",)}
+DATASETS = ("digits", "mnist_idx", "mnist", "fashion_mnist", "cifar10", "celeb_a", "synthetic")
+IMAGE_SIZES = (8, 16, 28, 32, 64)
+GAN_LOSSES = ("non_saturating", "hinge", "wgan_gp", "least_squares")
+VAE_LIKELIHOODS = ("bernoulli", "gaussian")
+COMPUTE_DTYPES = ("float32", "bfloat16")
+
+
+def base_config() -> ml_collections.ConfigDict:
+  """Returns the config with every key and its default (a small DCGAN on digits)."""
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+
+  c.model = ml_collections.ConfigDict()
+  c.model.family = "gan"          # gan | vae | classifier
+  c.model.name = "dcgan"          # dcgan (gan) | conv_vae (vae) | lenet (classifier)
+  c.model.latent_dim = 64
+  c.model.width = 32              # base channel count (ngf = ndf for the DCGAN)
+  c.model.num_classes = 0         # > 0: class-conditional model
+
+  c.data = ml_collections.ConfigDict()
+  c.data.dataset = "digits"
+  c.data.split = "train"
+  c.data.eval_split = "train"     # reference images for evaluation and reconstructions
+  c.data.data_dir = ml_collections.config_dict.placeholder(str)    # TFDS data_dir
+  c.data.manual_dir = ml_collections.config_dict.placeholder(str)  # mnist_idx: folder of IDX files
+  c.data.image_size = 16
+  c.data.channels = 1
+  c.data.random_flip = False
+  c.data.shuffle_buffer = 10_000
+  c.data.synthetic_spec = ""      # synthetic: transform spec applied to the source images
+  c.data.synthetic_source = "digits"  # synthetic: "digits" or "noise"
+
+  c.train = ml_collections.ConfigDict()
+  c.train.batch_size = 64         # global, over all devices and processes
+  c.train.num_steps = 1000
+  c.train.learning_rate = 2e-4
+  c.train.b1 = 0.5
+  c.train.b2 = 0.999
+  c.train.log_every = 50
+  c.train.checkpoint_every = 500
+  c.train.keep_checkpoints = 3
+  c.train.sample_every = 500
+  c.train.num_sample_images = 64
+  c.train.eval_every = 0          # 0: no periodic evaluation
+  c.train.steps_per_dispatch = 1  # > 1: run k steps per jitted call with lax.scan
+  c.train.compute_dtype = "float32"
+
+  c.gan = ml_collections.ConfigDict()
+  c.gan.loss = "non_saturating"
+  c.gan.d_learning_rate = 2e-4
+
+  c.vae = ml_collections.ConfigDict()
+  c.vae.likelihood = "bernoulli"
+  c.vae.beta = 1.0
+  return c
+
+
+def _fail(key: str, value, allowed: str) -> None:
+  raise UserError(f"config.{key}={value!r} is not valid: {allowed}")
+
+
+def _positive(config: ml_collections.ConfigDict, *keys: str) -> None:
+  for key in keys:
+    section, name = key.split(".")
+    value = config[section][name]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+      _fail(key, value, "must be a positive number")
+
+
+def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) -> None:
+  """Raises UserError naming the first key whose value cannot work."""
+  if config.model.family not in MODEL_FAMILIES:
+    _fail("model.family", config.model.family, f"choose one of {sorted(MODEL_FAMILIES)}")
+  names = MODEL_FAMILIES[config.model.family]
+  if config.model.name not in names:
+    _fail("model.name", config.model.name,
+          f"model.family={config.model.family!r} allows {', '.join(names)}")
+  if config.data.dataset not in DATASETS:
+    _fail("data.dataset", config.data.dataset, f"choose one of {', '.join(DATASETS)}")
+  if config.data.image_size not in IMAGE_SIZES:
+    _fail("data.image_size", config.data.image_size,
+          f"the models produce {', '.join(map(str, IMAGE_SIZES))} px")
+  if config.data.channels not in (1, 3):
+    _fail("data.channels", config.data.channels, "must be 1 or 3")
+  _positive(config, "model.latent_dim", "model.width", "train.batch_size", "train.num_steps",
+            "train.learning_rate", "train.log_every", "train.checkpoint_every",
+            "train.keep_checkpoints", "train.sample_every", "train.num_sample_images",
+            "train.steps_per_dispatch", "gan.d_learning_rate", "data.shuffle_buffer")
+  if config.model.num_classes < 0:
+    _fail("model.num_classes", config.model.num_classes, "must be 0 (unconditional) or positive")
+  if config.train.eval_every < 0:
+    _fail("train.eval_every", config.train.eval_every, "must be 0 (off) or positive")
+  if not 0 <= config.train.b1 < 1 or not 0 <= config.train.b2 < 1:
+    _fail("train.b1/b2", (config.train.b1, config.train.b2), "Adam betas must be in [0, 1)")
+  if config.train.compute_dtype not in COMPUTE_DTYPES:
+    _fail("train.compute_dtype", config.train.compute_dtype, f"choose one of {', '.join(COMPUTE_DTYPES)}")
+  if config.gan.loss not in GAN_LOSSES:
+    _fail("gan.loss", config.gan.loss, f"choose one of {', '.join(GAN_LOSSES)}")
+  if config.vae.likelihood not in VAE_LIKELIHOODS:
+    _fail("vae.likelihood", config.vae.likelihood, f"choose one of {', '.join(VAE_LIKELIHOODS)}")
+  if config.vae.beta < 0:
+    _fail("vae.beta", config.vae.beta, "must be >= 0")
+  if num_devices is not None and config.train.batch_size % num_devices:
+    _fail("train.batch_size", config.train.batch_size,
+          f"the global batch must be divisible by the device count ({num_devices})")
