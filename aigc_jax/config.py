@@ -16,6 +16,7 @@ DATASETS = ("digits", "mnist_idx", "mnist", "fashion_mnist", "cifar10", "celeb_a
 IMAGE_SIZES = (8, 16, 28, 32, 64)
 GAN_LOSSES = ("non_saturating", "hinge", "wgan_gp", "least_squares")
 VAE_LIKELIHOODS = ("bernoulli", "gaussian")
+D_NORMS = ("batch", "none")
 COMPUTE_DTYPES = ("float32", "bfloat16")
 
 
@@ -30,6 +31,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.latent_dim = 64
   c.model.width = 32              # base channel count (ngf = ndf for the DCGAN)
   c.model.num_classes = 0         # > 0: class-conditional model
+  c.model.d_norm = "batch"        # discriminator normalisation: batch | none
 
   c.data = ml_collections.ConfigDict()
   c.data.dataset = "digits"
@@ -100,6 +102,8 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
             "train.learning_rate", "train.log_every", "train.checkpoint_every",
             "train.keep_checkpoints", "train.sample_every", "train.num_sample_images",
             "train.steps_per_dispatch", "gan.d_learning_rate", "data.shuffle_buffer")
+  if config.model.d_norm not in D_NORMS:
+    _fail("model.d_norm", config.model.d_norm, f"choose one of {', '.join(D_NORMS)}")
   if config.model.num_classes < 0:
     _fail("model.num_classes", config.model.num_classes, "must be 0 (unconditional) or positive")
   if config.train.eval_every < 0:
