@@ -14,7 +14,7 @@ from aigc_jax.errors import UserError
 MODEL_FAMILIES = {"gan": ("dcgan",), "vae": ("conv_vae",), "classifier": ("lenet",)}
 DATASETS = ("digits", "mnist_idx", "mnist", "fashion_mnist", "cifar10", "celeb_a", "synthetic")
 IMAGE_SIZES = (8, 16, 28, 32, 64)
-GAN_LOSSES = ("non_saturating", "hinge", "wgan_gp", "least_squares")
+GAN_LOSSES = ("non_saturating", "hinge", "least_squares")
 VAE_LIKELIHOODS = ("bernoulli", "gaussian")
 D_NORMS = ("batch", "none")
 COMPUTE_DTYPES = ("float32", "bfloat16")
@@ -68,6 +68,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.vae = ml_collections.ConfigDict()
   c.vae.likelihood = "bernoulli"
   c.vae.beta = 1.0
+  c.vae.decoder_std = 0.1         # gaussian likelihood: the decoder's fixed standard deviation
   return c
 
 
@@ -116,6 +117,8 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
     _fail("gan.loss", config.gan.loss, f"choose one of {', '.join(GAN_LOSSES)}")
   if config.vae.likelihood not in VAE_LIKELIHOODS:
     _fail("vae.likelihood", config.vae.likelihood, f"choose one of {', '.join(VAE_LIKELIHOODS)}")
+  if config.vae.decoder_std <= 0:
+    _fail("vae.decoder_std", config.vae.decoder_std, "must be a positive number")
   if config.vae.beta < 0:
     _fail("vae.beta", config.vae.beta, "must be >= 0")
   if num_devices is not None and config.train.batch_size % num_devices:
