@@ -105,6 +105,14 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
             "train.steps_per_dispatch", "gan.d_learning_rate", "data.shuffle_buffer")
   if config.model.d_norm not in D_NORMS:
     _fail("model.d_norm", config.model.d_norm, f"choose one of {', '.join(D_NORMS)}")
+  k = config.train.steps_per_dispatch
+  for key in ("num_steps", "log_every", "checkpoint_every", "sample_every"):
+    if config.train[key] % k:
+      _fail(f"train.{key}", config.train[key],
+            f"must be a multiple of train.steps_per_dispatch ({k})")
+  if config.train.eval_every % k:
+    _fail("train.eval_every", config.train.eval_every,
+          f"must be a multiple of train.steps_per_dispatch ({k})")
   if config.model.num_classes < 0:
     _fail("model.num_classes", config.model.num_classes, "must be 0 (unconditional) or positive")
   if config.train.eval_every < 0:

@@ -102,3 +102,9 @@ def load_image(path: str) -> np.ndarray:
   if arr.ndim == 2:
     arr = arr[..., None]
   return to_float(arr)
+
+
+def upscale_for_display(grid_uint8: np.ndarray, min_size: int = 256) -> np.ndarray:
+  """Nearest-neighbour upscales a small grid so tiny images (8-28 px) are visible in a viewer."""
+  factor = max(1, min_size // max(grid_uint8.shape[:2]))
+  return np.repeat(np.repeat(grid_uint8, factor, axis=0), factor, axis=1)
