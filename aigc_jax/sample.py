@@ -1,0 +1,181 @@
+"""Sampling: image grids from a trained checkpoint, and rule-based images without one.
+
+Library: `load_run(workdir, step)`, `latents_from_seeds`, `slerp`.
+CLI: `python -m aigc_jax.sample --workdir=DIR --seeds=0-63 --out=grid.png`
+(`--mode=generate|reconstruct|interpolate|rule|noise`; see --help).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from aigc_jax import checkpoints, images, trainers
+from aigc_jax.errors import UserError
+
+MODES = ("generate", "reconstruct", "interpolate", "rule", "noise")
+
+
+def parse_seeds(spec: str) -> list[int]:
+  """Parses '0-63', '1,5,9' or '0-3,10' into a list of non-negative seeds."""
+  seeds: list[int] = []
+  for part in spec.split(","):
+    m = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", part)
+    if not m:
+      raise UserError(f"--seeds={spec!r} is not valid: use a list and ranges such as 0-63 or 1,5,9")
+    lo, hi = int(m[1]), int(m[2] if m[2] is not None else m[1])
+    if hi < lo:
+      raise UserError(f"--seeds={spec!r} is not valid: range {lo}-{hi} is empty")
+    seeds.extend(range(lo, hi + 1))
+  return seeds
+
+
+def load_run(workdir: str, step: int | None = None) -> tuple[ml_collections.ConfigDict, Any, int]:
+  """Loads (config, state, step) from a run's checkpoint: the latest, or `step`."""
+  config = checkpoints.read_config(workdir)
+  if not os.path.isdir(checkpoints.checkpoint_dir(workdir)):
+    raise UserError(f"no checkpoint in {workdir!r}")
+  manager = checkpoints.create_manager(workdir, read_only=True)
+  steps = sorted(manager.all_steps())
+  if not steps:
+    raise UserError(f"no checkpoint in {workdir!r}")
+  if step is None:
+    step = steps[-1]
+  elif step not in steps:
+    raise UserError(f"--step={step} has no checkpoint in {workdir!r}; available: "
+                    f"{', '.join(map(str, steps))}")
+  trainer = trainers.get_trainer(config)
+  key = jax.random.key(0)
+  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
+                          jax.eval_shape(lambda k: trainer.init_state(config, k), key))
+  state, _ = checkpoints.restore(manager, step, abstract, key)
+  manager.close()
+  return config, state, step
+
+
+def latents_from_seeds(seeds: Sequence[int], latent_dim: int) -> jax.Array:
+  """One standard-normal latent per seed, so a seed names the same image in any grid."""
+  return jnp.stack([jax.random.normal(jax.random.key(s), (latent_dim,)) for s in seeds])
+
+
+def slerp(a: jax.Array, b: jax.Array, t: jax.Array) -> jax.Array:
+  """Spherical interpolation between latents a and b at fractions t ([T]) -> [T, D]."""
+  a_n, b_n = a / jnp.linalg.norm(a), b / jnp.linalg.norm(b)
+  omega = jnp.arccos(jnp.clip(jnp.dot(a_n, b_n), -1.0, 1.0))
+  t = t[:, None]
+  so = jnp.sin(omega)
+  safe = jnp.where(so < 1e-6, 1.0, so)
+  out = (jnp.sin((1 - t) * omega) * a + jnp.sin(t * omega) * b) / safe
+  return jnp.where(so < 1e-6, (1 - t) * a + t * b, out)
+
+
+def _write(out: str, frames: np.ndarray, ncols: int | None = None) -> None:
+  """Writes images in [-1,1] as a PNG grid, or as an animated GIF when `out` ends in .gif."""
+  if out.lower().endswith(".gif"):
+    images.save_gif(out, [images.upscale_for_display(f, 128) for f in images.to_uint8(frames)])
+  else:
+    images.save_png(out, images.upscale_for_display(images.make_grid(frames, ncols)))
+
+
+def _labels(config, class_idx: int | None, num: int) -> jax.Array | None:
+  if class_idx is None:
+    return None
+  if not config.model.num_classes:
+    raise UserError("--class needs a class-conditional model (this one has model.num_classes=0)")
+  if not 0 <= class_idx < config.model.num_classes:
+    raise UserError(f"--class={class_idx} is out of range: 0..{config.model.num_classes - 1}")
+  return jnp.full((num,), class_idx, jnp.int32)
+
+
+def run(mode: str, out: str, *, workdir: str | None = None, step: int | None = None,
+        seeds: str = "0-63", class_idx: int | None = None, num: int = 16, frames: int = 10,
+        input_path: str | None = None, transform: str = "", seed: int = 0, size: int = 64,
+        channels: int = 3) -> str:
+  """Runs one sampling mode and writes `out`; returns the path written."""
+  if mode not in MODES:
+    raise UserError(f"--mode={mode!r} is not valid: choose one of {', '.join(MODES)}")
+  images.check_writable(out)
+  if mode == "rule":
+    from aigc_jax import transforms
+    if not input_path:
+      raise UserError("--mode=rule needs --input=IMAGE")
+    picture = images.load_image(input_path)
+    result = transforms.rule_images(jax.random.key(seed), jnp.asarray(picture), transform, num)
+    _write(out, np.asarray(result))
+    return out
+  if mode == "noise":
+    from aigc_jax import transforms
+    result = transforms.noise_images(jax.random.key(seed), num, size, channels, transform)
+    _write(out, np.asarray(result))
+    return out
+
+  if not workdir:
+    raise UserError(f"--mode={mode} needs --workdir=DIR of a training run")
+  seed_list = parse_seeds(seeds)
+  config, state, _ = load_run(workdir, step)
+  trainer = trainers.get_trainer(config)
+  if not hasattr(trainer, "generate"):
+    raise UserError(f"the run in {workdir!r} is a {config.model.family}, which does not generate images")
+  if mode == "generate":
+    z = latents_from_seeds(seed_list, config.model.latent_dim)
+    result = trainer.generate(config, state, None, len(seed_list), _labels(config, class_idx, len(seed_list)), z=z)
+    _write(out, np.asarray(result))
+  elif mode == "reconstruct":
+    if config.model.family != "vae":
+      raise UserError("--mode=reconstruct needs a VAE run")
+    from aigc_jax import data
+    originals = jnp.asarray(data.load_images(config.data, config.data.eval_split, num))
+    recon = trainer.reconstruct(config, state, originals)
+    pairs = np.stack([np.asarray(originals), np.asarray(recon)], axis=1).reshape(-1, *originals.shape[1:])
+    _write(out, pairs, ncols=2 * int(np.ceil(np.sqrt(num))))
+  else:  # interpolate
+    if len(seed_list) < 2:
+      raise UserError("--mode=interpolate needs two seeds, e.g. --seeds=3,7")
+    z = latents_from_seeds(seed_list[:2], config.model.latent_dim)
+    path = slerp(z[0], z[1], jnp.linspace(0.0, 1.0, frames))
+    result = trainer.generate(config, state, None, frames, _labels(config, class_idx, frames), z=path)
+    _write(out, np.asarray(result), ncols=frames)
+  return out
+
+
+def main(argv) -> None:
+  """CLI: parse flags and call run."""
+  del argv
+  from absl import flags
+  F = flags.FLAGS
+  path = run(F.mode, F.out, workdir=F.workdir, step=F.step, seeds=F.seeds,
+             class_idx=getattr(F, "class"), num=F.num, frames=F.frames, input_path=F.input,
+             transform=F.transform, seed=F.seed, size=F.size, channels=F.channels)
+  print(f"wrote {path}", file=sys.stderr)
+
+
+def _define_flags() -> None:
+  from absl import flags
+  flags.DEFINE_enum("mode", "generate", MODES, "What to write: samples, VAE reconstructions, a "
+                    "latent interpolation, rule-based variants of --input, or procedural noise images.")
+  flags.DEFINE_string("workdir", None, "Training run directory (generate, reconstruct, interpolate).")
+  flags.DEFINE_integer("step", None, "Checkpoint step to load (default: the latest).")
+  flags.DEFINE_string("seeds", "0-63", "Seeds, one image each: ranges and lists, e.g. 0-63 or 1,5,9.")
+  flags.DEFINE_integer("class", None, "Class to sample from a class-conditional model.")
+  flags.DEFINE_string("out", "samples.png", "Output file: .png grid, or .gif for --mode=interpolate.")
+  flags.DEFINE_integer("num", 16, "Number of images (reconstruct, rule, noise).")
+  flags.DEFINE_integer("frames", 10, "Interpolation steps between the two seeds.")
+  flags.DEFINE_string("input", None, "Input image for --mode=rule.")
+  flags.DEFINE_string("transform", "", "Transform spec, e.g. 'rotate(-15,15)|gaussian_noise(0.05)'.")
+  flags.DEFINE_integer("seed", 0, "PRNG seed for --mode=rule and --mode=noise.")
+  flags.DEFINE_integer("size", 64, "Image size for --mode=noise.")
+  flags.DEFINE_integer("channels", 3, "Channels for --mode=noise.")
+
+
+if __name__ == "__main__":
+  from aigc_jax.errors import run_main
+  _define_flags()
+  run_main(main)
