@@ -1,0 +1,88 @@
+"""The training loop end to end: exact resume in a new process, CLI errors, divergence."""
+
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from aigc_jax import sample, train
+from aigc_jax.errors import UserError
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = {"data.image_size": 8, "model.width": 8, "model.latent_dim": 8, "train.batch_size": 16,
+        "train.log_every": 5, "train.checkpoint_every": 10, "train.sample_every": 10,
+        "train.num_sample_images": 4}
+
+
+def quickstart(**overrides):
+  sys.path.insert(0, os.path.join(ROOT, "configs"))
+  try:
+    import quickstart as q
+  finally:
+    sys.path.pop(0)
+  config = q.get_config()
+  for key, value in {**TINY, **overrides}.items():
+    section, name = key.split(".")
+    config[section][name] = value
+  return config
+
+
+def cli(module, *args):
+  """Runs `python -m module args` in a new process; returns (returncode, stdout, stderr)."""
+  proc = subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, capture_output=True,
+                        text=True, timeout=300)
+  return proc.returncode, proc.stdout, proc.stderr
+
+
+def train_cli(workdir, num_steps, *extra):
+  flags = [f"--config.{k}={v}" for k, v in {**TINY, "train.num_steps": num_steps}.items()]
+  return cli("aigc_jax.train", "--config=configs/quickstart.py", f"--workdir={workdir}", *flags, *extra)
+
+
+@pytest.fixture(scope="module")
+def run_20_steps(tmp_path_factory):
+  """A 20-step quickstart run in one go (in this process)."""
+  workdir = str(tmp_path_factory.mktemp("uninterrupted"))
+  train.train_and_evaluate(quickstart(**{"train.num_steps": 20}), workdir)
+  return workdir
+
+
+def test_resume_in_a_new_process_gives_identical_parameters(run_20_steps, tmp_path):
+  workdir = str(tmp_path / "resumed")
+  train.train_and_evaluate(quickstart(**{"train.num_steps": 10}), workdir)
+  rc, _, err = train_cli(workdir, 20)
+  assert rc == 0, err
+  _, resumed, step = sample.load_run(workdir)
+  _, uninterrupted, _ = sample.load_run(run_20_steps)
+  assert step == 20 and int(resumed.step) == 20
+  for a, b in zip(jax.tree.leaves(resumed), jax.tree.leaves(uninterrupted)):
+    np.testing.assert_array_equal(a, b)
+  assert sorted(os.listdir(os.path.join(workdir, "samples"))) == ["step_00000010.png", "step_00000020.png"]
+
+
+def test_keeps_the_last_k_checkpoints(tmp_path):
+  workdir = str(tmp_path / "keep")
+  train.train_and_evaluate(quickstart(**{"train.num_steps": 30, "train.keep_checkpoints": 2}), workdir)
+  assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["20", "30"]
+
+
+def test_bad_config_is_one_line_and_nonzero_exit(tmp_path):
+  rc, _, err = cli("aigc_jax.train", "--config=configs/quickstart.py", f"--workdir={tmp_path}/w",
+                   "--config.data.image_size=48")
+  assert rc == 2
+  assert err.strip().splitlines()[-1].startswith("error: config.data.image_size=48")
+  assert "Traceback" not in err
+  assert not os.path.exists(tmp_path / "w" / "checkpoints")
+
+
+def test_divergence_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_path):
+  workdir = str(tmp_path / "diverge")
+  train.train_and_evaluate(quickstart(**{"train.num_steps": 10}), workdir)
+  with pytest.raises(UserError, match=r"diverged at step 15: .* last good checkpoint \(step 10\)"):
+    train.train_and_evaluate(quickstart(**{"train.num_steps": 20, "train.learning_rate": 1e30,
+                                           "gan.d_learning_rate": 1e30}), workdir)
+  _, _, step = sample.load_run(workdir)
+  assert step == 10
