@@ -1,0 +1,260 @@
+"""Realism, diversity and style metrics over feature arrays.
+
+Second-order statistics and the Frechet distance are float64 (numpy); the
+O(n^2) parts (KID kernels, nearest-neighbour radii, pairwise distances) run in
+JAX in blocks, so 10k x 10k comparisons never hold a full distance matrix.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from aigc_jax.errors import UserError
+
+BLOCK = 1024  # rows of a distance block: [BLOCK, n] float32 stays ~40 MB at n = 10k
+
+
+def _psd_eigvals_clean(w: np.ndarray) -> np.ndarray:
+  """Zeroes eigenvalues below the numerical rank threshold (they are rounding noise)."""
+  tol = max(float(w.max(initial=0.0)), 0.0) * w.shape[0] * np.finfo(np.float64).eps
+  return np.where(w > tol, w, 0.0)
+
+
+def sqrtm_psd(sigma: np.ndarray) -> np.ndarray:
+  """Symmetric square root of a positive semi-definite matrix, in float64."""
+  sigma = np.asarray(sigma, np.float64)
+  w, v = np.linalg.eigh((sigma + sigma.T) / 2)
+  return (v * np.sqrt(_psd_eigvals_clean(w))) @ v.T
+
+
+def frechet_distance(mu1, sigma1, mu2, sigma2, *, sqrt_sigma1: np.ndarray | None = None) -> float:
+  """Frechet distance between N(mu1, sigma1) and N(mu2, sigma2), in float64.
+
+  tr sqrt(S1 S2) is taken from the eigenvalues of the symmetric A S2 A with
+  A = sqrt(S1), which are real and non-negative even for singular covariances.
+  Pass `sqrt_sigma1` (from `sqrtm_psd`) to reuse a cached reference root.
+  """
+  mu1, mu2 = np.asarray(mu1, np.float64), np.asarray(mu2, np.float64)
+  sigma1, sigma2 = np.asarray(sigma1, np.float64), np.asarray(sigma2, np.float64)
+  a = sqrtm_psd(sigma1) if sqrt_sigma1 is None else np.asarray(sqrt_sigma1, np.float64)
+  m = a @ sigma2 @ a
+  tr_covmean = np.sqrt(_psd_eigvals_clean(np.linalg.eigvalsh((m + m.T) / 2))).sum()
+  diff = mu1 - mu2
+  return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * tr_covmean)
+
+
+@dataclasses.dataclass
+class FeatureStats:
+  """Streaming mean and covariance: float64 sums of features and outer products.
+
+  Sums are taken around a shift (the first batch's mean) so that features with
+  a large common offset lose no precision to cancellation.
+  """
+  count: int
+  shift: np.ndarray
+  sum: np.ndarray
+  outer: np.ndarray
+
+  @classmethod
+  def empty(cls, dim: int) -> "FeatureStats":
+    """Statistics of no samples yet."""
+    return cls(0, np.zeros(dim), np.zeros(dim), np.zeros((dim, dim)))
+
+  def update(self, features) -> None:
+    """Adds a batch of features [B, D]."""
+    x = np.asarray(features, np.float64)
+    if self.count == 0:
+      self.shift = x.mean(axis=0)
+    x = x - self.shift
+    self.count += x.shape[0]
+    self.sum += x.sum(axis=0)
+    self.outer += x.T @ x
+
+  @property
+  def mean(self) -> np.ndarray:
+    """Mean feature vector."""
+    return self.shift + self.sum / self.count
+
+  @property
+  def cov(self) -> np.ndarray:
+    """Unbiased covariance (divides by count - 1, like numpy.cov)."""
+    m = self.sum / self.count
+    return (self.outer - self.count * np.outer(m, m)) / (self.count - 1)
+
+
+def _sqdist(x: jax.Array, y: jax.Array) -> jax.Array:
+  xx = jnp.sum(x * x, axis=1)[:, None]
+  yy = jnp.sum(y * y, axis=1)[None, :]
+  xy = jnp.dot(x, y.T, precision=jax.lax.Precision.HIGHEST)
+  return jnp.maximum(xx + yy - 2.0 * xy, 0.0)
+
+
+def _blocks(x: np.ndarray, fn) -> np.ndarray:
+  """Applies a jitted `fn(rows, first_row_index)` to fixed-size row blocks of `x`.
+
+  The last block is zero-padded to the same size, so `fn` compiles once.
+  """
+  n = x.shape[0]
+  size = min(BLOCK, n)
+  out = []
+  for start in range(0, n, size):
+    rows = x[start:start + size]
+    pad = size - rows.shape[0]
+    if pad:
+      rows = np.concatenate([rows, np.zeros((pad, x.shape[1]), x.dtype)])
+    out.append(np.asarray(fn(rows, start))[:size - pad])
+  return np.concatenate(out)
+
+
+def _self_mask(num_rows: int, num_cols: int, start) -> jax.Array:
+  """True where row `start + i` of the data meets column i itself."""
+  return (start + jnp.arange(num_rows))[:, None] == jnp.arange(num_cols)[None, :]
+
+
+@functools.partial(jax.jit, static_argnames="k")
+def _kth_neighbour(rows, data, start, k: int):
+  d = jnp.where(_self_mask(rows.shape[0], data.shape[0], start), jnp.inf, _sqdist(rows, data))
+  return -jax.lax.top_k(-d, k)[0][:, k - 1]
+
+
+def _radii(x: np.ndarray, k: int) -> np.ndarray:
+  if x.shape[0] <= k:
+    raise UserError(f"nearest-neighbour metrics need more than k={k} samples per set, got {x.shape[0]}")
+  data = jnp.asarray(x)
+  return _blocks(x, lambda rows, start: _kth_neighbour(rows, data, start, k))
+
+
+def _centered(real, fake) -> tuple[np.ndarray, np.ndarray]:
+  """float32 copies centred on the real mean, which keeps |x|^2 + |y|^2 - 2xy accurate."""
+  real, fake = np.asarray(real, np.float64), np.asarray(fake, np.float64)
+  center = real.mean(axis=0)
+  return (real - center).astype(np.float32), (fake - center).astype(np.float32)
+
+
+@jax.jit
+def _in_any_ball(rows, data, radii):
+  """Per row: whether some data point's ball (squared radius `radii`) contains it."""
+  return jnp.any(_sqdist(rows, data) <= radii[None, :], axis=1)
+
+
+@jax.jit
+def _balls_containing(rows, data, radii):
+  """Per row: how many data points' open balls contain it."""
+  return jnp.sum(_sqdist(rows, data) < radii[None, :], axis=1)
+
+
+@jax.jit
+def _nearest(rows, data):
+  return jnp.min(_sqdist(rows, data), axis=1)
+
+
+def precision_recall(real, fake, k: int = 3) -> dict[str, float]:
+  """Improved precision and recall (Kynkaanniemi et al. 2019) with k-NN balls (self excluded)."""
+  real, fake = _centered(real, fake)
+  r_real, r_fake = _radii(real, k), _radii(fake, k)
+  real_j, fake_j = jnp.asarray(real), jnp.asarray(fake)
+  precision = _blocks(fake, lambda rows, _: _in_any_ball(rows, real_j, r_real)).mean()
+  recall = _blocks(real, lambda rows, _: _in_any_ball(rows, fake_j, r_fake)).mean()
+  return {"precision": float(precision), "recall": float(recall)}
+
+
+def density_coverage(real, fake, k: int = 5) -> dict[str, float]:
+  """Density and coverage (Naeem et al. 2020) with k-NN balls around the real samples."""
+  real, fake = _centered(real, fake)
+  r_real = _radii(real, k)
+  real_j, fake_j = jnp.asarray(real), jnp.asarray(fake)
+  counts = _blocks(fake, lambda rows, _: _balls_containing(rows, real_j, r_real))
+  nearest_fake = _blocks(real, lambda rows, _: _nearest(rows, fake_j))
+  return {"density": float(counts.mean() / k), "coverage": float(np.mean(nearest_fake < r_real))}
+
+
+@jax.jit
+def _row_distance_sums(rows, data, start):
+  d = jnp.where(_self_mask(rows.shape[0], data.shape[0], start), 0.0, _sqdist(rows, data))
+  return jnp.sum(jnp.sqrt(d), axis=1)
+
+
+def mean_pairwise_distance(features) -> float:
+  """Mean Euclidean distance over all pairs of distinct samples (a diversity measure)."""
+  x = np.asarray(features, np.float64)
+  n = x.shape[0]
+  if n < 2:
+    raise UserError(f"pairwise diversity needs at least 2 samples, got {n}")
+  x = (x - x.mean(axis=0)).astype(np.float32)
+  data = jnp.asarray(x)
+  total = _blocks(x, lambda rows, start: _row_distance_sums(rows, data, start)).astype(np.float64).sum()
+  return float(total / (n * (n - 1)))
+
+
+def diversity(real, fake) -> dict[str, float]:
+  """Mean pairwise distance of the generated set, of the real set, and their ratio."""
+  d_fake, d_real = mean_pairwise_distance(fake), mean_pairwise_distance(real)
+  return {"diversity": d_fake, "diversity_real": d_real, "diversity_ratio": d_fake / d_real}
+
+
+@jax.jit
+def _grams(x, y):
+  hp = jax.lax.Precision.HIGHEST
+  return (jnp.dot(x, x.T, precision=hp), jnp.dot(y, y.T, precision=hp), jnp.dot(x, y.T, precision=hp))
+
+
+def _mmd2_unbiased(kxx: np.ndarray, kyy: np.ndarray, kxy: np.ndarray) -> float:
+  m = kxx.shape[0]
+  off = lambda k: (k.sum() - np.trace(k)) / (m * (m - 1))
+  return float(off(kxx) + off(kyy) - 2.0 * kxy.sum() / (m * m))
+
+
+def kernel_inception_distance(f1, f2, subsets: int = 100, subset_size: int = 1000, *,
+                              key: jax.Array | None = None) -> dict[str, float]:
+  """Unbiased MMD^2 with the kernel (x.y/d + 1)^3: mean and std over random subsets.
+
+  Dot products run in JAX (float32); the cubic kernel and its sums in float64.
+  `key` picks the subsets (default: `jax.random.key(0)`, so results repeat).
+  """
+  f1, f2 = np.asarray(f1, np.float32), np.asarray(f2, np.float32)
+  for name, f in (("first", f1), ("second", f2)):
+    if f.shape[0] < subset_size:
+      raise UserError(f"KID needs at least subset_size={subset_size} samples per set; the {name} "
+                      f"set has {f.shape[0]} (lower the subset size or add samples)")
+  d = f1.shape[1]
+  key = jax.random.key(0) if key is None else key
+  values = []
+  for sub_key in jax.random.split(key, subsets):
+    k1, k2 = jax.random.split(sub_key)
+    i1 = np.asarray(jax.random.choice(k1, f1.shape[0], (subset_size,), replace=False))
+    i2 = np.asarray(jax.random.choice(k2, f2.shape[0], (subset_size,), replace=False))
+    grams = _grams(f1[i1], f2[i2])
+    values.append(_mmd2_unbiased(*[(np.asarray(g, np.float64) / d + 1.0) ** 3 for g in grams]))
+  return {"kid": float(np.mean(values)), "kid_std": float(np.std(values))}
+
+
+def inception_score(logits, splits: int = 10) -> dict[str, float]:
+  """exp(E KL(p(y|x) || p(y))) per split of the samples: mean and std over splits."""
+  logits = np.asarray(logits, np.float64)
+  n = logits.shape[0]
+  if n < splits:
+    raise UserError(f"inception score with {splits} splits needs at least {splits} samples, got {n}")
+  log_p = logits - logits.max(axis=1, keepdims=True)
+  log_p -= np.log(np.exp(log_p).sum(axis=1, keepdims=True))
+  scores = []
+  for i in range(splits):
+    part = log_p[i * n // splits:(i + 1) * n // splits]
+    log_py = np.log(np.exp(part).mean(axis=0))
+    scores.append(np.exp(np.mean(np.sum(np.exp(part) * (part - log_py), axis=1))))
+  return {"inception_score": float(np.mean(scores)), "inception_score_std": float(np.std(scores))}
+
+
+def gram_distance(gram1, gram2) -> float:
+  """Relative Frobenius distance ||G1 - G2|| / ||G2|| between mean Gram matrices (style)."""
+  gram1, gram2 = np.asarray(gram1, np.float64), np.asarray(gram2, np.float64)
+  return float(np.linalg.norm(gram1 - gram2) / np.linalg.norm(gram2))
+
+
+def class_consistency(logits, labels) -> float:
+  """Fraction of samples the classifier assigns to their requested class."""
+  return float(np.mean(np.argmax(np.asarray(logits), axis=1) == np.asarray(labels)))
