@@ -1,0 +1,255 @@
+"""TFDS -> tf.data -> sharded global batches, with exact resume; reference images for evaluation.
+
+The training stream is a pure function of (seed, step, process): each process holds its own
+slice of the split (`tfds.split_for_jax_process`) and draws element `k = step * b + j` of its
+stream from epoch `k // n`, position `index_shuffle(k % n, seed=(seed, epoch))` of its n
+elements. Resuming at step s therefore jumps straight to element s * b, in O(1).
+
+That needs random access, so splits whose decoded images fit in `_MAX_IN_MEMORY_BYTES`
+(digits, MNIST-format, CIFAR-10) are decoded once into memory. Bigger ones (CelebA) stream
+from TFDS: each epoch is a shuffle buffer seeded by (seed, epoch), and resuming skips the
+start of one epoch without decoding images, so a resume costs reading at most one epoch of
+records.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from typing import Iterator
+
+import jax
+import ml_collections
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from aigc_jax import parallel
+from aigc_jax.data import digits as _digits  # noqa: F401  (registers the builder with TFDS)
+from aigc_jax.data import mnist_idx
+from aigc_jax.errors import UserError
+
+_MAX_IN_MEMORY_BYTES = 2 << 30
+_DEVICE_PREFETCH = 2
+# Salts keep the flip draws independent of the shuffle draws made from the same seed.
+_FLIP_SALT = 0x5EED_F11B
+
+
+def _builder(data_config: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
+  """Returns the prepared TFDS builder of `data_config.dataset`, preparing it on first use."""
+  name, data_dir = data_config.dataset, data_config.data_dir
+  if name != "mnist_idx":
+    builder = tfds.builder(name, data_dir=data_dir)
+    builder.download_and_prepare()
+    return builder
+  folder = data_config.manual_dir
+  if folder is None:
+    builder = tfds.builder(name, data_dir=data_dir)
+    if not builder.is_prepared():
+      raise UserError("config.data.manual_dir must name a folder of MNIST-format IDX files "
+                      "(data.dataset='mnist_idx')")
+    return builder
+  builder = tfds.builder(name, config=mnist_idx.folder_config(folder), data_dir=data_dir)
+  builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=folder))
+  return builder
+
+
+def _num_examples(builder: tfds.core.DatasetBuilder, split: str) -> int:
+  try:
+    return builder.info.splits[split].num_examples
+  except (KeyError, ValueError, AssertionError):
+    raise UserError(f"split {split!r} is not in dataset {builder.name!r}; it has "
+                    f"{', '.join(builder.info.splits)}") from None
+
+
+def preprocess(images: tf.Tensor, image_size: int, channels: int) -> tf.Tensor:
+  """Maps uint8 [B,h,w,c] to float32 [B,S,S,C] in [-1,1]: centre-crop to square, resize, convert."""
+  x = tf.cast(images, tf.float32) / 127.5 - 1.0
+  h, w = x.shape[1], x.shape[2]
+  if h != w:
+    side = min(h, w)
+    x = x[:, (h - side) // 2:(h - side) // 2 + side, (w - side) // 2:(w - side) // 2 + side]
+  if x.shape[1] != image_size:
+    # Antialiasing only matters when shrinking (CelebA 178 -> 64); it keeps thin strokes.
+    x = tf.image.resize(x, (image_size, image_size), method="bilinear", antialias=True)
+  if x.shape[-1] == 3 and channels == 1:
+    x = tf.image.rgb_to_grayscale(x)
+  elif x.shape[-1] == 1 and channels == 3:
+    x = tf.tile(x, (1, 1, 1, 3))
+  return tf.clip_by_value(x, -1.0, 1.0)
+
+
+def _labels(examples: dict) -> tf.Tensor:
+  """int32 labels of a batch of examples; zeros for unlabelled sets (CelebA)."""
+  if "label" in examples:
+    return tf.cast(examples["label"], tf.int32)
+  return tf.zeros(tf.shape(examples["image"])[:1], tf.int32)
+
+
+def _load_split(builder: tfds.core.DatasetBuilder, split) -> tuple[np.ndarray, np.ndarray]:
+  """Decodes a whole split into uint8 images and int32 labels."""
+  data = builder.as_dataset(split=split, batch_size=-1, shuffle_files=False)
+  return tfds.as_numpy(data["image"]), tfds.as_numpy(_labels(data))
+
+
+def _fits_in_memory(builder: tfds.core.DatasetBuilder, split: str, max_bytes: int) -> bool:
+  shape = builder.info.features["image"].shape
+  if any(d is None for d in shape):
+    return False
+  return _num_examples(builder, split) * int(np.prod(shape)) <= max_bytes
+
+
+def _flip(images: tf.Tensor, step: tf.Tensor, seed: int, process: int, process_count: int):
+  coin = tf.random.stateless_uniform(tf.shape(images)[:1], seed=tf.stack(
+      [tf.constant(seed ^ _FLIP_SALT, tf.int64), step * process_count + process]))
+  return tf.where(coin[:, None, None, None] < 0.5, images[:, :, ::-1, :], images)
+
+
+def _in_memory_dataset(images: np.ndarray, labels: np.ndarray, data_config, *, batch_size: int,
+                       seed: int, start_step: int, process_index: int, process_count: int):
+  n = len(images)
+  images_t, labels_t = tf.constant(images), tf.constant(labels, tf.int32)
+
+  def shuffled(k):
+    epoch = k // n
+    return k, tf.random.experimental.index_shuffle(
+        k % n, seed=tf.stack([tf.constant(seed, tf.int64), epoch]), max_index=tf.constant(n - 1, tf.int64))
+
+  def batch(k, index):
+    x = preprocess(tf.gather(images_t, index), data_config.image_size, data_config.channels)
+    if data_config.random_flip:
+      x = _flip(x, k[0] // batch_size, seed, process_index, process_count)
+    return {"image": x, "label": tf.gather(labels_t, index)}
+
+  ds = tf.data.Dataset.counter(start_step * batch_size)
+  ds = ds.map(shuffled, num_parallel_calls=tf.data.AUTOTUNE)
+  ds = ds.batch(batch_size, drop_remainder=True)
+  return ds.map(batch, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def _streaming_dataset(builder, split: str, data_config, *, batch_size: int, seed: int,
+                       start_step: int, process_index: int, process_count: int):
+  n = _num_examples(builder, split)
+  start = start_step * batch_size
+  records = builder.as_dataset(split=split, shuffle_files=False,
+                               decoders={"image": tfds.decode.SkipDecoding()})
+
+  def epoch(e):
+    return records.shuffle(data_config.shuffle_buffer, seed=seed * 1_000_003 + e,
+                           reshuffle_each_iteration=False)
+
+  ds = tf.data.Dataset.counter(start // n).flat_map(epoch).skip(start % n)
+  image_feature = builder.info.features["image"]
+
+  def decode(k, example):
+    image = image_feature.decode_example(example["image"])[None]
+    return k, {"image": preprocess(image, data_config.image_size, data_config.channels)[0],
+               "label": _labels({**example, "image": image})[0]}
+
+  ds = tf.data.Dataset.zip(tf.data.Dataset.counter(start), ds).map(
+      decode, num_parallel_calls=tf.data.AUTOTUNE)
+  ds = ds.batch(batch_size, drop_remainder=True)
+
+  def flip(k, batch):
+    if data_config.random_flip:
+      batch["image"] = _flip(batch["image"], k[0] // batch_size, seed, process_index, process_count)
+    return batch
+
+  return ds.map(flip, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def local_batches(data_config: ml_collections.ConfigDict, *, batch_size: int, seed: int,
+                  start_step: int = 0, process_index: int = 0, process_count: int = 1,
+                  max_in_memory_bytes: int = _MAX_IN_MEMORY_BYTES) -> Iterator[dict[str, np.ndarray]]:
+  """This process's batches of `batch_size` as numpy dicts, from `start_step` on, forever."""
+  if data_config.dataset == "synthetic":
+    from aigc_jax.data.synthetic import synthetic_batches
+    return synthetic_batches(data_config, batch_size=batch_size, seed=seed, start_step=start_step,
+                             process_index=process_index)
+  builder = _builder(data_config)
+  split = tfds.split_for_jax_process(data_config.split, process_index=process_index,
+                                     process_count=process_count)
+  _num_examples(builder, data_config.split)
+  kwargs = dict(batch_size=batch_size, seed=seed, start_step=start_step,
+                process_index=process_index, process_count=process_count)
+  if _fits_in_memory(builder, split, max_in_memory_bytes):
+    images, labels = _load_split(builder, split)
+    ds = _in_memory_dataset(images, labels, data_config, **kwargs)
+  else:
+    ds = _streaming_dataset(builder, split, data_config, **kwargs)
+  return tfds.as_numpy(ds.prefetch(tf.data.AUTOTUNE))
+
+
+def _prefetch_to_mesh(batches: Iterator[dict[str, np.ndarray]], mesh: jax.sharding.Mesh,
+                      size: int) -> Iterator[dict[str, jax.Array]]:
+  """Moves batches onto the mesh in a background thread, keeping `size` of them ready."""
+  ready: queue.Queue = queue.Queue(maxsize=size)
+  stop = threading.Event()
+
+  def produce():
+    try:
+      for batch in batches:
+        item = parallel.host_to_global(batch, mesh)
+        while not stop.is_set():
+          try:
+            ready.put(item, timeout=0.1)
+            break
+          except queue.Full:
+            pass
+        if stop.is_set():
+          return
+    except BaseException as e:  # Handed to the consumer, which re-raises it in its thread.
+      ready.put(e)
+
+  threading.Thread(target=produce, daemon=True, name="aigc_jax-input").start()
+  try:
+    while True:
+      item = ready.get()
+      if isinstance(item, BaseException):
+        raise item
+      yield item
+  finally:
+    stop.set()
+
+
+def create_train_iterator(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, *,
+                          start_step: int = 0) -> Iterator[dict[str, jax.Array]]:
+  """Global training batches sharded over the mesh's "data" axis, from `start_step` on."""
+  process_count = jax.process_count()
+  if config.train.batch_size % process_count:
+    raise UserError(f"config.train.batch_size={config.train.batch_size} is not valid: it must be "
+                    f"divisible by the process count ({process_count})")
+  batches = local_batches(config.data, batch_size=config.train.batch_size // process_count,
+                          seed=config.seed, start_step=start_step,
+                          process_index=jax.process_index(), process_count=process_count)
+  return _prefetch_to_mesh(batches, mesh, _DEVICE_PREFETCH)
+
+
+def load_examples(data_config: ml_collections.ConfigDict, split: str,
+                  num: int) -> tuple[np.ndarray, np.ndarray]:
+  """The first `num` images (float32 [num,H,W,C] in [-1,1]) and int32 labels of a split, unshuffled."""
+  if data_config.dataset == "synthetic":
+    from aigc_jax.data.synthetic import synthetic_batches
+    batch = next(iter(synthetic_batches(data_config, batch_size=num, seed=0, start_step=0,
+                                        process_index=0)))
+    return np.asarray(batch["image"], np.float32), np.asarray(batch["label"], np.int32)
+  builder = _builder(data_config)
+  available = _num_examples(builder, split)
+  if not 0 < num <= available:
+    raise UserError(f"cannot take {num} images from split {split!r} of {builder.name!r}: "
+                    f"it holds {available}")
+  data = builder.as_dataset(split=f"{split}[:{num}]", batch_size=-1, shuffle_files=False)
+  images = preprocess(data["image"], data_config.image_size, data_config.channels)
+  return images.numpy(), _labels(data).numpy()
+
+
+def load_images(data_config: ml_collections.ConfigDict, split: str, num: int) -> np.ndarray:
+  """The first `num` images of a split, float32 [num,H,W,C] in [-1,1], unshuffled."""
+  return load_examples(data_config, split, num)[0]
+
+
+def dataset_size(data_config: ml_collections.ConfigDict, split: str) -> int:
+  """Number of examples in `split` of the configured dataset."""
+  if data_config.dataset == "synthetic":
+    raise UserError("data.dataset='synthetic' is an endless stream; it has no split size")
+  return _num_examples(_builder(data_config), split)
