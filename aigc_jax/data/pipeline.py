@@ -33,6 +33,7 @@ _MAX_IN_MEMORY_BYTES = 2 << 30
 _DEVICE_PREFETCH = 2
 # Salts keep the flip draws independent of the shuffle draws made from the same seed.
 _FLIP_SALT = 0x5EED_F11B
+_LUMA = (0.299, 0.587, 0.114)
 
 
 def _builder(data_config: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
@@ -73,7 +74,8 @@ def preprocess(images: tf.Tensor, image_size: int, channels: int) -> tf.Tensor:
     # Antialiasing only matters when shrinking (CelebA 178 -> 64); it keeps thin strokes.
     x = tf.image.resize(x, (image_size, image_size), method="bilinear", antialias=True)
   if x.shape[-1] == 3 and channels == 1:
-    x = tf.image.rgb_to_grayscale(x)
+    # BT.601 luma; unlike tf.image.rgb_to_grayscale's weights these sum to 1, so white stays 1.
+    x = tf.reduce_sum(x * _LUMA, axis=-1, keepdims=True)
   elif x.shape[-1] == 1 and channels == 3:
     x = tf.tile(x, (1, 1, 1, 3))
   return tf.clip_by_value(x, -1.0, 1.0)

@@ -1,0 +1,79 @@
+"""The mnist_idx builder: IDX parsing, gz and plain files, present splits, clear errors."""
+
+import os
+
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from aigc_jax.data import mnist_idx
+from aigc_jax.errors import UserError
+from tests.data.conftest import indexed_images, write_idx, write_mnist_folder
+
+
+def _prepare(folder, data_dir):
+  builder = tfds.builder("mnist_idx", config=mnist_idx.folder_config(folder), data_dir=data_dir)
+  builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=folder))
+  return builder
+
+
+@pytest.mark.parametrize("gz", [True, False])
+def test_prepares_present_splits_in_order(tmp_path, gz):
+  folder = str(tmp_path / "idx")
+  images, labels = indexed_images(5), np.array([7, 0, 9, 2, 2])
+  write_mnist_folder(folder, {"train": (images, labels)}, gz=gz)
+  builder = _prepare(folder, str(tmp_path / "tfds"))
+  assert set(builder.info.splits) == {"train"}  # no t10k files: no test split
+  data = tfds.as_numpy(builder.as_dataset(split="train", batch_size=-1, shuffle_files=False))
+  np.testing.assert_array_equal(data["image"][..., 0], images)
+  np.testing.assert_array_equal(data["label"], labels)
+
+
+def test_plain_tfds_route_with_manual_dir(tmp_path, mnist_folder):
+  folder, splits = mnist_folder
+  ds = tfds.load("mnist_idx", split="test", batch_size=-1, data_dir=str(tmp_path),
+                 download_and_prepare_kwargs={
+                     "download_config": tfds.download.DownloadConfig(manual_dir=folder)})
+  np.testing.assert_array_equal(tfds.as_numpy(ds)["label"], splits["test"][1])
+
+
+def test_different_folders_get_different_configs(tmp_path, mnist_folder):
+  other = str(tmp_path / "other")
+  write_mnist_folder(other, {"train": (indexed_images(3), np.zeros(3))}, gz=False)
+  assert mnist_idx.folder_config(other).name != mnist_idx.folder_config(mnist_folder[0]).name
+
+
+def test_missing_folder_names_expected_files(tmp_path):
+  with pytest.raises(UserError, match="nope.*train-images-idx3-ubyte"):
+    mnist_idx.find_splits(str(tmp_path / "nope"))
+  with pytest.raises(UserError, match="no IDX files.*t10k-labels-idx1-ubyte"):
+    mnist_idx.find_splits(str(tmp_path))
+
+
+def test_images_without_labels(tmp_path):
+  write_idx(str(tmp_path / "t10k-images-idx3-ubyte"), indexed_images(2))
+  with pytest.raises(UserError, match="t10k-labels-idx1-ubyte"):
+    mnist_idx.find_splits(str(tmp_path))
+
+
+def test_bad_magic_number(tmp_path):
+  write_idx(str(tmp_path / "train-images-idx3-ubyte"), indexed_images(2))
+  write_idx(str(tmp_path / "train-labels-idx1-ubyte"), np.zeros(2, np.uint8), magic=0x0803)
+  with pytest.raises(UserError, match="train-labels-idx1-ubyte.*magic number"):
+    _prepare(str(tmp_path), str(tmp_path / "tfds"))
+  assert not os.path.exists(tmp_path / "tfds" / "mnist_idx" / mnist_idx.folder_config(
+      str(tmp_path)).name / "1.0.0" / "dataset_info.json")
+
+
+def test_truncated_and_mismatched_files(tmp_path):
+  path = str(tmp_path / "x-images-idx3-ubyte")
+  write_idx(path, indexed_images(2))
+  with open(path, "r+b") as f:
+    f.truncate(100)
+  with pytest.raises(UserError, match="truncated"):
+    mnist_idx.read_idx(path, 0x0803)
+  write_idx(path, indexed_images(3))
+  labels = str(tmp_path / "x-labels-idx1-ubyte")
+  write_idx(labels, np.zeros(2, np.uint8))
+  with pytest.raises(UserError, match="3 images but"):
+    mnist_idx.read_split(path, labels)
