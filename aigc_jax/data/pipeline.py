@@ -145,8 +145,9 @@ def _streaming_dataset(builder, split: str, data_config, *, batch_size: int, see
 
   def decode(k, example):
     image = image_feature.decode_example(example["image"])[None]
+    label = tf.cast(example["label"], tf.int32) if "label" in example else tf.constant(0)
     return k, {"image": preprocess(image, data_config.image_size, data_config.channels)[0],
-               "label": _labels({**example, "image": image})[0]}
+               "label": label}
 
   ds = tf.data.Dataset.zip(tf.data.Dataset.counter(start), ds).map(
       decode, num_parallel_calls=tf.data.AUTOTUNE)
@@ -179,7 +180,7 @@ def local_batches(data_config: ml_collections.ConfigDict, *, batch_size: int, se
     ds = _in_memory_dataset(images, labels, data_config, **kwargs)
   else:
     ds = _streaming_dataset(builder, split, data_config, **kwargs)
-  return tfds.as_numpy(ds.prefetch(tf.data.AUTOTUNE))
+  return iter(tfds.as_numpy(ds.prefetch(tf.data.AUTOTUNE)))
 
 
 def _prefetch_to_mesh(batches: Iterator[dict[str, np.ndarray]], mesh: jax.sharding.Mesh,
