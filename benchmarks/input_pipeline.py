@@ -57,15 +57,8 @@ def _first_batch_seconds(config, mesh, start_step: int) -> float:
   return seconds
 
 
-def main() -> None:
-  """Prints a markdown table of input-pipeline throughput."""
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--batch_size", type=int, default=64)
-  parser.add_argument("--batches", type=int, default=200)
-  parser.add_argument("--repeats", type=int, default=3)
-  args = parser.parse_args()
+def _run(args: argparse.Namespace, data_dir: str) -> None:
   mesh = parallel.create_mesh()
-  data_dir = tempfile.mkdtemp(prefix="aigc_jax_bench_")
   source = "MNIST test split (mnist_idx)" if os.path.isdir(_MNIST) else "digits"
   print(f"source: {source}; batch {args.batch_size}; devices: {jax.device_count()} "
         f"x {jax.devices()[0].device_kind}; CPU cores: {os.cpu_count()}")
@@ -85,6 +78,17 @@ def main() -> None:
       resume_far = _first_batch_seconds(config, mesh, 10**6)
       print(f"| {size}x{size} | {flip} | {host:,.0f} | {device:,.0f} | {resume0:.2f} | "
             f"{resume_far:.2f} |", flush=True)
+
+
+def main() -> None:
+  """Prints a markdown table of input-pipeline throughput."""
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--batch_size", type=int, default=64)
+  parser.add_argument("--batches", type=int, default=200)
+  parser.add_argument("--repeats", type=int, default=3)
+  args = parser.parse_args()
+  with tempfile.TemporaryDirectory(prefix="aigc_jax_bench_") as data_dir:
+    _run(args, data_dir)
 
 
 if __name__ == "__main__":
