@@ -1,0 +1,116 @@
+"""DCGAN generator and discriminator (Radford et al. 2016) for 8, 16, 28, 32 and 64 px.
+
+At 64 px they are the pytorch/examples DCGAN: G maps the latent (a 1x1 map) to
+4x4 x width*8, then doubles the size with 4x4 stride-2 transposed convolutions
+(width*4, *2, *1, channels) with batch norm and ReLU between, tanh at the end;
+D mirrors it with 4x4 stride-2 convolutions, LeakyReLU(0.2), batch norm on all
+but the first, and a 4x4 VALID convolution to one logit. Smaller sizes drop the
+widest stages; 28 px starts from 7x7 (7 -> 14 -> 28). Convolutions have no bias
+where batch norm follows (and none anywhere with d_norm="batch", as in the
+example), and weights are initialised N(0, 0.02), batch-norm scales N(1, 0.02).
+
+Conditional models (`num_classes > 0`) concatenate a class embedding to z in G
+and add a projection term <embed(y), sum_hw features> to D's logit
+(Miyato & Koyama 2018).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from aigc_jax.models.layers import ConvTranspose2x, ConvTransposeFromVector
+
+_WEIGHT_INIT = nn.initializers.normal(0.02)
+
+
+def _scale_init(key: jax.Array, shape, dtype=jnp.float32) -> jax.Array:
+  return 1.0 + 0.02 * jax.random.normal(key, shape, dtype)
+
+
+def stages(image_size: int) -> tuple[int, int]:
+  """Returns (smallest feature-map size, number of 2x resolution stages) for an image size."""
+  if image_size == 28:
+    return 7, 2
+  if image_size in (8, 16, 32, 64):
+    return 4, image_size.bit_length() - 3
+  raise ValueError(f"DCGAN image size must be one of 8, 16, 28, 32, 64; got {image_size}")
+
+
+def _check_labels(labels: jax.Array | None, num_classes: int) -> None:
+  if num_classes and labels is None:
+    raise ValueError(f"a conditional model (num_classes={num_classes}) needs labels")
+
+
+def _batch_norm(train: bool, dtype: Any) -> nn.BatchNorm:
+  # PyTorch's momentum 0.1 and eps 1e-5, as in the reference DCGAN.
+  return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=dtype,
+                      scale_init=_scale_init)
+
+
+class Generator(nn.Module):
+  """Maps latents [N, latent_dim] (and labels [N]) to images [N, H, W, channels] in [-1, 1]."""
+
+  image_size: int = 64
+  channels: int = 3
+  latent_dim: int = 100
+  width: int = 64
+  num_classes: int = 0
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, z: jax.Array, labels: jax.Array | None = None, *, train: bool) -> jax.Array:
+    """Generates a batch of images from latents."""
+    _check_labels(labels, self.num_classes)
+    start, num_stages = stages(self.image_size)
+    if self.num_classes:
+      z = jnp.concatenate([z, nn.Embed(self.num_classes, self.latent_dim, name="embed")(labels)], -1)
+    x = ConvTransposeFromVector(self.width * 2 ** (num_stages - 1), start, use_bias=False,
+                                dtype=self.dtype, kernel_init=_WEIGHT_INIT)(z)
+    x = nn.relu(_batch_norm(train, self.dtype)(x))
+    for i in reversed(range(num_stages - 1)):
+      x = ConvTranspose2x(self.width * 2 ** i, use_bias=False, dtype=self.dtype,
+                          kernel_init=_WEIGHT_INIT)(x)
+      x = nn.relu(_batch_norm(train, self.dtype)(x))
+    x = ConvTranspose2x(self.channels, use_bias=False, dtype=self.dtype, kernel_init=_WEIGHT_INIT)(x)
+    return jnp.tanh(x).astype(jnp.float32)
+
+
+class Discriminator(nn.Module):
+  """Maps images [N, H, W, C] in [-1, 1] (and labels [N]) to real/fake logits [N]."""
+
+  image_size: int = 64
+  width: int = 64
+  num_classes: int = 0
+  norm: str = "batch"
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, images: jax.Array, labels: jax.Array | None = None, *,
+               train: bool) -> jax.Array:
+    """Scores a batch of images."""
+    _check_labels(labels, self.num_classes)
+    if self.norm not in ("batch", "none"):
+      raise ValueError(f"norm must be 'batch' or 'none', got {self.norm!r}")
+    if images.shape[1:3] != (self.image_size, self.image_size):
+      raise ValueError(f"expected {self.image_size}x{self.image_size} images, got {images.shape}")
+    start, num_stages = stages(self.image_size)
+    use_bias = self.norm == "none"
+    x = images
+    for i in range(num_stages):
+      x = nn.Conv(self.width * 2 ** i, (4, 4), strides=(2, 2), padding=((1, 1), (1, 1)),
+                  use_bias=use_bias, dtype=self.dtype, kernel_init=_WEIGHT_INIT)(x)
+      if i > 0 and self.norm == "batch":
+        x = _batch_norm(train, self.dtype)(x)
+      x = nn.leaky_relu(x, 0.2)
+    logits = nn.Conv(1, (start, start), padding="VALID", use_bias=use_bias, dtype=self.dtype,
+                     kernel_init=_WEIGHT_INIT)(x)
+    logits = logits.reshape(-1).astype(jnp.float32)
+    if self.num_classes:
+      features = x.astype(jnp.float32).sum(axis=(1, 2))
+      embed = nn.Embed(self.num_classes, features.shape[-1], name="embed")(labels)
+      logits = logits + jnp.sum(embed * features, axis=-1)
+    return logits
