@@ -152,21 +152,18 @@ def _stretch(fields: jax.Array) -> jax.Array:
   return (fields - lo) / jnp.maximum(hi - lo, 1e-6) * 2.0 - 1.0
 
 
-@functools.partial(jax.jit, static_argnames=("num", "height", "width", "kind"))
-def texture(key: jax.Array, num: int, height: int, width: int, kind: str = "clouds") -> jax.Array:
-  """Procedural texture fields [num,H,W] spanning [-1, 1]: clouds, marble, wood or turbulence."""
-  kf, kp, kq = jax.random.split(key, 3)
+def _shape_field(key: jax.Array, field: jax.Array, kind: str) -> jax.Array:
+  """Turns an fbm field [N,H,W] into the named texture, spanning [-1, 1]."""
+  num, height, width = field.shape
+  kp, kq = jax.random.split(key)
   size = float(max(height, width))
-  field = fbm(kf, num, height, width, octaves=5, scale=size / 3.0)
   gy, gx = jnp.meshgrid(jnp.arange(height, dtype=jnp.float32) / size, jnp.arange(width, dtype=jnp.float32) / size,
                         indexing="ij")
+  p = jax.random.uniform(kp, (num, 3, 1, 1))
   if kind == "clouds":
     return _stretch(field)
-  if kind == "turbulence":
-    octaves = [jnp.abs(perlin(k, num, height, width, size / 2 ** (o + 2))) / 2 ** o
-               for o, k in enumerate(jax.random.split(kp, 4))]
-    return _stretch(sum(octaves))
-  p = jax.random.uniform(kp, (num, 3, 1, 1))
+  if kind == "turbulence":  # Creases where the field crosses zero.
+    return _stretch(-jnp.abs(field))
   if kind == "marble":
     angle = p[:, 0] * 2 * np.pi
     stripes = (gx * jnp.cos(angle) + gy * jnp.sin(angle)) * (2 + 4 * p[:, 1])
@@ -176,6 +173,17 @@ def texture(key: jax.Array, num: int, height: int, width: int, kind: str = "clou
     rings = jnp.sqrt((gy - cy) ** 2 + (gx - cx) ** 2) * (4 + 8 * p[:, 2])
     return jnp.sin(2 * np.pi * (rings + 0.3 * field))
   raise ValueError(f"unknown texture {kind!r}; choose one of {', '.join(TEXTURES)}")
+
+
+def _texture_base(key: jax.Array, num: int, height: int, width: int) -> jax.Array:
+  return fbm(key, num, height, width, octaves=4, scale=max(height, width) / 3.0)
+
+
+@functools.partial(jax.jit, static_argnames=("num", "height", "width", "kind"))
+def texture(key: jax.Array, num: int, height: int, width: int, kind: str = "clouds") -> jax.Array:
+  """Procedural texture fields [num,H,W] spanning [-1, 1]: clouds, marble, wood or turbulence."""
+  kf, ks = jax.random.split(key)
+  return _shape_field(ks, _texture_base(kf, num, height, width), kind)
 
 
 def _resample_stops(stops_rgb, k: int) -> np.ndarray:
@@ -200,8 +208,9 @@ def random_textures(key: jax.Array, num: int, height: int, width: int, channels:
   """New images [num,H,W,C] from a key alone (random texture kind and palette) and their kind ids."""
   kk, kt, kp = jax.random.split(key, 3)
   kinds = jax.random.randint(kk, (num,), 0, len(TEXTURES))
-  fields = jnp.stack([texture(k, num, height, width, kind) for k, kind in zip(jax.random.split(kt, len(TEXTURES)),
-                                                                               TEXTURES)])
+  kf, ks = jax.random.split(kt)
+  base = _texture_base(kf, num, height, width)
+  fields = jnp.stack([_shape_field(ks, base, kind) for kind in TEXTURES])
   field = jnp.take_along_axis(fields, kinds[None, :, None, None], axis=0)[0]
   if channels == 1:
     return field[..., None], kinds

@@ -1,0 +1,94 @@
+"""Composition combinators, the spec parser and the rule/noise generators."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from aigc_jax.errors import UserError
+from aigc_jax.transforms import compose, geometric, noise, parse_spec, rule_images, noise_images, valid_ops
+
+KEY = jax.random.key(0)
+
+
+def _images(n=8, h=8, w=9, c=3, seed=0):
+  return jax.random.uniform(jax.random.key(seed), (n, h, w, c), minval=-1, maxval=1)
+
+
+def test_combinators():
+  add = lambda key, x: x + 1.0
+  double = lambda key, x: x * 2.0
+  x = _images()
+  np.testing.assert_allclose(compose.sequential(add, double)(KEY, x), (x + 1) * 2, atol=1e-6)
+  np.testing.assert_array_equal(compose.sequential()(KEY, x), x)
+  np.testing.assert_array_equal(compose.with_probability(add, 0.0)(KEY, x), x)
+  half = np.asarray(compose.with_probability(add, 0.5)(jax.random.key(1), jnp.zeros((64, 2, 2, 1))))
+  assert set(np.unique(half)) == {0.0, 1.0} and 16 < half[:, 0, 0, 0].sum() < 48
+  picked = np.asarray(compose.random_choice(add, double, lambda k, v: v - 5.0)(KEY, jnp.ones((64, 2, 2, 1))))
+  assert set(np.unique(picked)) == {2.0, -4.0}  # 1 + 1 and 1 * 2 coincide; 1 - 5 is the third op.
+  assert np.all(picked == picked[:, :1, :1])
+
+
+def test_spec_ops_match_the_functions_they_name():
+  x = _images()
+  rot = parse_spec("rotate(20, 20, mode=edge, order=3)")(KEY, x)
+  ref = geometric.warp_affine(x, geometric.rotation_matrix(20.0, (4.0, 3.5)), order=3, mode="edge")
+  np.testing.assert_allclose(rot, ref, atol=1e-5)
+  shifted = parse_spec("translate(0)|scale(1,1)|shear(0,0)")(KEY, x)
+  np.testing.assert_allclose(shifted, x, atol=1e-5)
+  np.testing.assert_array_equal(parse_spec("hflip")(KEY, x), x[:, :, ::-1])
+  np.testing.assert_array_equal(parse_spec("")(KEY, x), x)
+  noisy = parse_spec("gaussian_noise(std=0.0)")(KEY, x)
+  np.testing.assert_allclose(noisy, x, atol=1e-6)
+  k = jax.random.split(KEY, 1)[0]
+  np.testing.assert_array_equal(parse_spec("salt_pepper(0.3)")(KEY, x), noise.salt_pepper(k, x, 0.3))
+
+
+def test_spec_probability_and_alternatives():
+  x = _images(n=32, seed=1)
+  flipped = np.asarray(parse_spec("hflip(p=0.5)")(KEY, x))
+  same = [np.allclose(f, o) for f, o in zip(flipped, np.asarray(x))]
+  assert 4 < sum(same) < 28 and all(s or np.allclose(f, o[:, ::-1]) for s, f, o in zip(same, flipped, x))
+  either = np.asarray(parse_spec("hflip/vflip")(KEY, x))
+  is_h = [np.allclose(f, o[:, ::-1]) for f, o in zip(either, np.asarray(x))]
+  is_v = [np.allclose(f, o[::-1]) for f, o in zip(either, np.asarray(x))]
+  assert all(a or b for a, b in zip(is_h, is_v)) and any(is_h) and any(is_v)
+
+
+def test_spec_randomness_follows_the_key():
+  spec = "rotate(-30,30)|translate(0.1)|fbm_warp(strength=2,octaves=2)|elastic(alpha=1,sigma=1)|gaussian_noise(0.05)"
+  op = parse_spec(spec)
+  x = jnp.broadcast_to(_images(n=1), (4, 8, 9, 3))
+  a = np.asarray(op(KEY, x))
+  np.testing.assert_array_equal(a, op(KEY, x))
+  assert not np.allclose(a, op(jax.random.key(1), x))
+  assert not np.allclose(a[0], a[1])
+
+
+@pytest.mark.parametrize("spec, words", [
+    ("rotat(1)", "unknown op"), ("rotate(1,2,3)", "too many"), ("rotate(mode=foo)", "mode='foo'"),
+    ("rotate(order=2)", "order=2"), ("gaussian_noise(std=a)", "should be a float"), ("hflip(p=2)", "p=2"),
+    ("rotate(", "cannot parse"), ("rotate(1)||hflip", "empty stage"), ("fbm_warp(octaves=2.5)", "should be a int"),
+    ("blend(texture=bricks)", "texture='bricks'")])
+def test_bad_specs_get_one_line_listing_the_ops(spec, words):
+  with pytest.raises(UserError) as e:
+    parse_spec(spec)
+  message = str(e.value)
+  assert words in message and "valid ops:" in message and "rotate(lo=-15.0, hi=15.0" in message
+  assert "\n" not in message
+  assert "gaussian_noise(std=0.05)" in valid_ops()
+
+
+def test_rule_images_and_noise_images():
+  image = _images(n=1, h=10, w=12, c=3)[0]
+  out = rule_images(KEY, image, "rotate(-20,20)|gaussian_noise(0.02)", 5)
+  assert out.shape == (5, 10, 12, 3) and out.dtype == jnp.float32
+  assert float(jnp.abs(out).max()) <= 1.0 and not np.allclose(out[0], out[1])
+  np.testing.assert_allclose(rule_images(KEY, image, "", 2), jnp.stack([image, image]))
+  for c in (1, 3):
+    imgs = noise_images(KEY, 4, 16, c, "hflip(p=0.5)")
+    assert imgs.shape == (4, 16, 16, c) and float(jnp.abs(imgs).max()) <= 1.0 + 1e-5
+    np.testing.assert_array_equal(imgs, noise_images(KEY, 4, 16, c, "hflip(p=0.5)"))
+    assert not np.allclose(imgs, noise_images(jax.random.key(1), 4, 16, c, "hflip(p=0.5)"))
+  with pytest.raises(UserError):
+    noise_images(KEY, 2, 8, 3, "nope")
