@@ -1,0 +1,140 @@
+"""ConvTranspose2x and ConvTransposeFromVector against flax/lax transposed convs, numpy and PyTorch."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from aigc_jax.models import layers
+
+SHAPES = [  # (batch, height, width, in channels, out channels)
+    (2, 1, 1, 3, 2),
+    (1, 5, 4, 3, 5),
+    (3, 4, 6, 8, 1),
+]
+
+
+def _close(actual, expected, tol=1e-5):
+  expected = np.asarray(expected, np.float64)
+  np.testing.assert_allclose(np.asarray(actual, np.float64), expected, rtol=tol,
+                             atol=tol * max(1.0, np.abs(expected).max()))
+
+
+def _numpy_conv_transpose(x, torch_weight, stride, padding):
+  """PyTorch ConvTranspose2d by definition: each input pixel scatters weight * value, float64."""
+  n, h, w, _ = x.shape
+  _, cout, kh, kw = torch_weight.shape
+  full = np.zeros((n, (h - 1) * stride + kh, (w - 1) * stride + kw, cout))
+  for i in range(h):
+    for j in range(w):
+      full[:, i * stride:i * stride + kh, j * stride:j * stride + kw] += np.einsum(
+          "nc,cokl->nklo", x[:, i, j], torch_weight)
+  return full[:, padding:full.shape[1] - padding, padding:full.shape[2] - padding]
+
+
+def _flax_to_torch_weight(kernel):
+  """The documented layout mapping, inverted: kernel[kh, kw, in, out] -> w[in, out, kh, kw]."""
+  return np.asarray(kernel, np.float64)[::-1, ::-1].transpose(2, 3, 0, 1)
+
+
+def _normal(rng, *shape):
+  return rng.normal(size=shape).astype(np.float32)
+
+
+def _assert_same_param_shapes(ours, reference, x, reference_x, params):
+  shapes = lambda module, x: jax.tree.map(jnp.shape, jax.eval_shape(module.init, jax.random.key(0), x))
+  assert shapes(ours, x) == shapes(reference, reference_x) == jax.tree.map(jnp.shape, params)
+
+
+@jax.jit(static_argnums=0)
+def _vjp(f, x, kernel, cotangent):
+  y, vjp = jax.vjp(f, x, kernel)
+  return (y, *vjp(cotangent))
+
+
+@jax.jit(static_argnums=(0, 1))
+def _outputs_and_gradients(apply, reference_apply, params, x, cotangent):
+  """(output, d/dparams, d/dx) of both functions for the loss <f(params, x), cotangent>."""
+
+  def both(f):
+    y, vjp = jax.vjp(f, params, x)
+    return (y, *vjp(cotangent))
+
+  return both(apply), both(reference_apply)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_conv_transpose_2x_matches_flax_conv_transpose_forward_and_gradients(shape):
+  n, h, w, cin, cout = shape
+  rng = np.random.default_rng(sum(shape))
+  x = _normal(rng, n, h, w, cin)
+  params = {"params": {"kernel": _normal(rng, 4, 4, cin, cout), "bias": _normal(rng, cout)}}
+  reference = nn.ConvTranspose(cout, (4, 4), strides=(2, 2), padding="SAME")
+  ours = layers.ConvTranspose2x(cout)
+  _assert_same_param_shapes(ours, reference, x, x, params)
+  cotangent = _normal(rng, n, 2 * h, 2 * w, cout)
+
+  got, want = _outputs_and_gradients(ours.apply, reference.apply, params, x, cotangent)
+  for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+    _close(a, b)
+
+
+@pytest.mark.parametrize("shape", SHAPES[:2])
+def test_conv_transpose_2x_matches_lax_conv_transpose_with_torch_padding(shape):
+  n, h, w, cin, cout = shape
+  rng = np.random.default_rng(7)
+  x, kernel = _normal(rng, n, h, w, cin), _normal(rng, 4, 4, cin, cout)
+  # PyTorch padding p pads the dilated input by k - 1 - p = 2 on each side.
+  expected = jax.lax.conv_transpose(x, kernel, (2, 2), ((2, 2), (2, 2)),
+                                    dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  _close(layers.conv_transpose_2x(x, kernel), expected)
+  numpy_ref = _numpy_conv_transpose(np.asarray(x, np.float64), _flax_to_torch_weight(kernel), 2, 1)
+  _close(layers.conv_transpose_2x(x, kernel), numpy_ref)
+
+
+def test_conv_transpose_2x_matches_torch():
+  torch = pytest.importorskip("torch")
+  rng = np.random.default_rng(3)
+  x, kernel = _normal(rng, 2, 5, 6, 3), _normal(rng, 4, 4, 3, 4)
+  tx = torch.tensor(np.asarray(x).transpose(0, 3, 1, 2), requires_grad=True)
+  tw = torch.tensor(_flax_to_torch_weight(kernel).astype(np.float32).copy(), requires_grad=True)
+  ty = torch.nn.functional.conv_transpose2d(tx, tw, stride=2, padding=1)
+  cotangent = _normal(rng, *ty.shape)
+  (ty * torch.tensor(cotangent)).sum().backward()
+
+  y, dx, dkernel = _vjp(layers.conv_transpose_2x, x, kernel, cotangent.transpose(0, 2, 3, 1))
+  _close(y, ty.detach().numpy().transpose(0, 2, 3, 1))
+  _close(dx, tx.grad.numpy().transpose(0, 2, 3, 1))
+  _close(_flax_to_torch_weight(dkernel), tw.grad.numpy())
+
+
+def test_conv_transpose_2x_rejects_other_kernel_sizes():
+  with pytest.raises(ValueError, match="4x4"):
+    layers.conv_transpose_2x(jnp.zeros((1, 2, 2, 1)), jnp.zeros((3, 3, 1, 1)))
+
+
+@pytest.mark.parametrize("kernel_size,cin,cout", [(4, 5, 3), (7, 2, 6)])
+def test_conv_transpose_from_vector_matches_flax_valid_conv_transpose(kernel_size, cin, cout):
+  rng = np.random.default_rng(kernel_size)
+  z = _normal(rng, 3, cin)
+  params = {"params": {"kernel": _normal(rng, kernel_size, kernel_size, cin, cout),
+                       "bias": _normal(rng, cout)}}
+  reference = nn.ConvTranspose(cout, (kernel_size, kernel_size), padding="VALID")
+  ours = layers.ConvTransposeFromVector(cout, kernel_size)
+  _assert_same_param_shapes(ours, reference, z, z[:, None, None, :], params)
+  cotangent = _normal(rng, 3, kernel_size, kernel_size, cout)
+
+  got, want = _outputs_and_gradients(
+      ours.apply, lambda p, z: reference.apply(p, z[:, None, None, :]), params, z, cotangent)
+  for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+    _close(a, b)
+
+
+def test_bfloat16_layers_keep_float32_params():
+  x = jnp.ones((1, 2, 2, 3))
+  for module, inputs in [(layers.ConvTranspose2x(4, dtype=jnp.bfloat16), x),
+                         (layers.ConvTransposeFromVector(4, 4, dtype=jnp.bfloat16), x[:, 0, 0])]:
+    params = jax.eval_shape(module.init, jax.random.key(0), inputs)
+    assert {p.dtype for p in jax.tree.leaves(params)} == {jnp.dtype(jnp.float32)}
+    assert jax.eval_shape(module.apply, params, inputs).dtype == jnp.bfloat16
