@@ -1,0 +1,60 @@
+"""`python -m aigc_jax.evaluate` and the periodic-evaluation hook, on a 2-step DCGAN run."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from aigc_jax import evaluate, train
+from aigc_jax.config import base_config
+from aigc_jax.errors import UserError
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+  workdir = tmp_path_factory.mktemp("run")
+  config = base_config()
+  config.data.dataset, config.data.image_size = "digits", 8
+  config.data.data_dir = str(workdir / "tfds")
+  config.model.width, config.model.latent_dim = 8, 8
+  config.train.batch_size, config.train.num_steps = 16, 2
+  config.train.checkpoint_every = config.train.sample_every = config.train.log_every = 2
+  train.train_and_evaluate(config, str(workdir))
+  return str(workdir), config
+
+
+def test_evaluate_run_writes_metrics_json(run_dir):
+  workdir, _ = run_dir
+  result = evaluate.evaluate_run(workdir, num_samples=150, extractor="digits", progress=False)
+  with open(os.path.join(workdir, "metrics.json")) as f:
+    assert json.load(f) == result
+  assert result["step"] == 2 and result["reference"] == "digits:train"
+  m = result["metrics"]
+  assert np.isfinite(m["fid"]) and m["fid"] > 0 and 0 <= m["coverage"] <= 1
+  assert os.path.isfile(os.path.join(workdir, "reference_digits_digits_train_8px_150.npz"))
+  table = evaluate.format_table(result)
+  assert "fid" in table and "150 samples" in table
+  with pytest.raises(UserError, match="cannot take 5000 images"):
+    evaluate.evaluate_run(workdir, num_samples=5000, extractor="digits", progress=False)
+
+
+def test_periodic_evaluation_hook(run_dir, monkeypatch):
+  workdir, config = run_dir
+  from aigc_jax import sample
+  _, state, _ = sample.load_run(workdir)
+  monkeypatch.setattr(evaluate, "TRAINING_EVAL_SAMPLES", 120)
+  first = evaluate.evaluate_during_training(config, state, workdir, 2)
+  assert {"eval/fid", "eval/kid", "eval/precision", "eval/style_gram_distance"} <= set(first)
+  assert all(isinstance(v, float) for v in first.values())
+  assert evaluate.evaluate_during_training(config, state, workdir, 4) == first  # fixed eval noise
+
+
+def test_cli_bad_extractor_is_one_line_and_exit_2(run_dir):
+  workdir, _ = run_dir
+  proc = subprocess.run([sys.executable, "-m", "aigc_jax.evaluate", f"--workdir={workdir}",
+                         "--features=vgg"], capture_output=True, text=True, timeout=120)
+  assert proc.returncode == 2
+  assert proc.stderr.strip().splitlines()[-1] == "error: --features='vgg': choose one of digits, inception"
