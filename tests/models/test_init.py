@@ -1,0 +1,28 @@
+"""build_generator / build_discriminator / build_vae map config keys onto the modules."""
+
+import jax.numpy as jnp
+
+from aigc_jax import config as config_lib
+from aigc_jax import models
+
+
+def _config():
+  c = config_lib.base_config()
+  c.data.image_size, c.data.channels = 28, 3
+  c.model.latent_dim, c.model.width, c.model.num_classes, c.model.d_norm = 7, 5, 10, "none"
+  c.train.compute_dtype = "bfloat16"
+  return c
+
+
+def test_builders_take_every_model_key_from_the_config():
+  c = _config()
+  g, d, vae = models.build_generator(c), models.build_discriminator(c), models.build_vae(c)
+  assert (g.image_size, g.channels, g.latent_dim, g.width, g.num_classes, g.dtype) == (
+      28, 3, 7, 5, 10, jnp.bfloat16)
+  assert (d.image_size, d.width, d.num_classes, d.norm, d.dtype) == (28, 5, 10, "none", jnp.bfloat16)
+  assert (vae.image_size, vae.channels, vae.latent_dim, vae.width, vae.num_classes, vae.dtype) == (
+      28, 3, 7, 5, 10, jnp.bfloat16)
+
+
+def test_float32_is_the_default_compute_dtype():
+  assert models.build_generator(config_lib.base_config()).dtype == jnp.float32
