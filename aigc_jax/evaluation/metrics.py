@@ -209,6 +209,12 @@ def _mmd2_unbiased(kxx: np.ndarray, kyy: np.ndarray, kxy: np.ndarray) -> float:
   return float(off(kxx) + off(kyy) - 2.0 * kxy.sum() / (m * m))
 
 
+@functools.partial(jax.jit, static_argnums=(1, 2, 3))
+def _subset_indices(key, subsets: int, n: int, size: int):
+  """[subsets, size] indices, each row drawn without replacement."""
+  return jax.vmap(lambda k: jax.random.permutation(k, n)[:size])(jax.random.split(key, subsets))
+
+
 def kernel_inception_distance(f1, f2, subsets: int = 100, subset_size: int = 1000, *,
                               key: jax.Array | None = None) -> dict[str, float]:
   """Unbiased MMD^2 with the kernel (x.y/d + 1)^3: mean and std over random subsets.
@@ -223,13 +229,12 @@ def kernel_inception_distance(f1, f2, subsets: int = 100, subset_size: int = 100
                       f"set has {f.shape[0]} (lower the subset size or add samples)")
   d = f1.shape[1]
   key = jax.random.key(0) if key is None else key
+  idx1, idx2 = (np.asarray(_subset_indices(k, subsets, f.shape[0], subset_size))
+                for k, f in zip(jax.random.split(key), (f1, f2)))
   values = []
-  for sub_key in jax.random.split(key, subsets):
-    k1, k2 = jax.random.split(sub_key)
-    i1 = np.asarray(jax.random.choice(k1, f1.shape[0], (subset_size,), replace=False))
-    i2 = np.asarray(jax.random.choice(k2, f2.shape[0], (subset_size,), replace=False))
-    grams = _grams(f1[i1], f2[i2])
-    values.append(_mmd2_unbiased(*[(np.asarray(g, np.float64) / d + 1.0) ** 3 for g in grams]))
+  for i1, i2 in zip(idx1, idx2):
+    kernels = [np.asarray(g, np.float64) / d + 1.0 for g in _grams(f1[i1], f2[i2])]
+    values.append(_mmd2_unbiased(*[k * k * k for k in kernels]))
   return {"kid": float(np.mean(values)), "kid_std": float(np.std(values))}
 
 
