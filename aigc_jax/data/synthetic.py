@@ -39,13 +39,12 @@ def digit_images(size: int, channels: int) -> tuple[np.ndarray, np.ndarray]:
   return np.repeat(images, channels, axis=-1), digits.target.astype(np.int32)
 
 
-def _batch_fn(data_config: ml_collections.ConfigDict, batch_size: int):
+@functools.lru_cache(maxsize=8)  # One compile per configuration, however often iterators restart.
+def _batch_fn(source: str, spec: str, size: int, channels: int, batch_size: int):
   """The jitted map from a batch key to one batch (image, label) of the configured source."""
-  source = data_config.synthetic_source
   if source not in SOURCES:
     raise UserError(f"config.data.synthetic_source={source!r} is not valid: choose one of {', '.join(SOURCES)}")
-  op = transforms.parse_spec(data_config.synthetic_spec or DEFAULT_SPECS[source])
-  size, channels = data_config.image_size, data_config.channels
+  op = transforms.parse_spec(spec or DEFAULT_SPECS[source])
   if source == "noise":
     def make(key):
       k_src, k_op = jax.random.split(key)
@@ -66,7 +65,8 @@ def _batch_fn(data_config: ml_collections.ConfigDict, batch_size: int):
 def synthetic_batches(data_config: ml_collections.ConfigDict, *, batch_size: int, seed: int, start_step: int,
                       process_index: int = 0) -> Iterator[dict[str, np.ndarray]]:
   """Yields {"image": float32 [B,H,W,C] in [-1,1], "label": int32 [B]} from step `start_step` on, forever."""
-  make = _batch_fn(data_config, batch_size)
+  make = _batch_fn(data_config.synthetic_source, data_config.synthetic_spec, data_config.image_size,
+                   data_config.channels, batch_size)
   base = jax.random.fold_in(jax.random.key(seed), process_index)
 
   def generate():

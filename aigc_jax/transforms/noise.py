@@ -38,17 +38,17 @@ def _lattice(size: int, scale: float) -> tuple[jax.Array, jax.Array, int]:
   return i.astype(jnp.int32), u - i, int(np.ceil(size / scale)) + 1
 
 
-def perlin(key: jax.Array, num: int, height: int, width: int, scale: float = 8.0) -> jax.Array:
-  """Gradient (Perlin) noise [num,H,W] in [-1, 1] with lattice cells of `scale` pixels."""
-  iy, fy, gh = _lattice(height, scale)
-  ix, fx, gw = _lattice(width, scale)
-  angle = jax.random.uniform(key, (num, gh, gw), jnp.float32, 0.0, 2 * np.pi)
-  gx, gy = jnp.cos(angle), jnp.sin(angle)
+def _gradient_noise(u: jax.Array, height: int, width: int, scale: float) -> jax.Array:
+  """Perlin noise [N,H,W] whose lattice gradient angles are 2 pi u, u [N,gh,gw] in [0, 1)."""
+  iy, fy, _ = _lattice(height, scale)
+  ix, fx, _ = _lattice(width, scale)
+  angle = 2 * np.pi * u
+  grads = jnp.stack([jnp.cos(angle), jnp.sin(angle)])
   fy, fx = fy[:, None], fx[None, :]
 
-  def corner(dy, dx):
-    rows, cols = (iy + dy)[:, None], (ix + dx)[None, :]
-    return gx[:, rows, cols] * (fx - dx) + gy[:, rows, cols] * (fy - dy)
+  def corner(dy, dx):  # Lattice rows depend on y only and columns on x only: two 1-D takes.
+    g = jnp.take(jnp.take(grads, iy + dy, axis=2, mode="clip"), ix + dx, axis=3, mode="clip")
+    return g[0] * (fx - dx) + g[1] * (fy - dy)
 
   sy, sx = _fade(fy), _fade(fx)
   top = corner(0, 0) * (1 - sx) + corner(0, 1) * sx
@@ -57,29 +57,50 @@ def perlin(key: jax.Array, num: int, height: int, width: int, scale: float = 8.0
   return (top * (1 - sy) + bottom * sy) * np.sqrt(2.0)
 
 
-def value_noise(key: jax.Array, num: int, height: int, width: int, scale: float = 8.0) -> jax.Array:
-  """Value noise [num,H,W] in [-1, 1]: random lattice values, smoothly interpolated."""
-  iy, fy, gh = _lattice(height, scale)
-  ix, fx, gw = _lattice(width, scale)
-  values = jax.random.uniform(key, (num, gh, gw), jnp.float32, -1.0, 1.0)
-  at = lambda dy, dx: values[:, (iy + dy)[:, None], (ix + dx)[None, :]]
+def _value_noise(u: jax.Array, height: int, width: int, scale: float) -> jax.Array:
+  """Value noise [N,H,W] with lattice values 2u - 1, u [N,gh,gw] in [0, 1)."""
+  iy, fy, _ = _lattice(height, scale)
+  ix, fx, _ = _lattice(width, scale)
+  values = 2 * u - 1
+  at = lambda dy, dx: jnp.take(jnp.take(values, iy + dy, axis=1, mode="clip"), ix + dx, axis=2, mode="clip")
   sy, sx = _fade(fy)[:, None], _fade(fx)[None, :]
   top = at(0, 0) * (1 - sx) + at(0, 1) * sx
   bottom = at(1, 0) * (1 - sx) + at(1, 1) * sx
   return top * (1 - sy) + bottom * sy
 
 
-NOISE_BASES = {"perlin": perlin, "value": value_noise}
+_BASES = {"perlin": _gradient_noise, "value": _value_noise}
+
+
+def _lattice_shape(height: int, width: int, scale: float) -> tuple[int, int]:
+  return _lattice(height, scale)[2], _lattice(width, scale)[2]
+
+
+def perlin(key: jax.Array, num: int, height: int, width: int, scale: float = 8.0) -> jax.Array:
+  """Gradient (Perlin) noise [num,H,W] in [-1, 1] with lattice cells of `scale` pixels."""
+  return _gradient_noise(jax.random.uniform(key, (num,) + _lattice_shape(height, width, scale)), height, width, scale)
+
+
+def value_noise(key: jax.Array, num: int, height: int, width: int, scale: float = 8.0) -> jax.Array:
+  """Value noise [num,H,W] in [-1, 1]: random lattice values, smoothly interpolated."""
+  return _value_noise(jax.random.uniform(key, (num,) + _lattice_shape(height, width, scale)), height, width, scale)
 
 
 def fbm(key: jax.Array, num: int, height: int, width: int, *, octaves: int = 4, persistence: float = 0.5,
         lacunarity: float = 2.0, scale: float = 16.0, base: str = "perlin") -> jax.Array:
-  """Fractal Brownian motion [num,H,W] in [-1, 1]: octaves of `base` noise, each finer and fainter."""
-  noise = NOISE_BASES[base]
-  total, norm, amp = 0.0, 0.0, 1.0
-  for k in jax.random.split(key, octaves):
-    total = total + amp * noise(k, num, height, width, scale)
-    norm, amp, scale = norm + amp, amp * persistence, scale / lacunarity
+  """Fractal Brownian motion [num,H,W] in [-1, 1]: octaves of `base` noise, each finer and fainter.
+
+  One uniform draw [num, sum of lattice sizes] feeds every octave in turn, row-major,
+  because each separate draw costs a threefry hash in the compiled program.
+  """
+  scales = [scale / lacunarity ** o for o in range(octaves)]
+  shapes = [_lattice_shape(height, width, s) for s in scales]
+  u = jax.random.uniform(key, (num, sum(gh * gw for gh, gw in shapes)))
+  total, norm, amp, start = 0.0, 0.0, 1.0, 0
+  for s, (gh, gw) in zip(scales, shapes):
+    lattice = u[:, start:start + gh * gw].reshape(num, gh, gw)
+    total = total + amp * _BASES[base](lattice, height, width, s)
+    norm, amp, start = norm + amp, amp * persistence, start + gh * gw
   return total / norm
 
 

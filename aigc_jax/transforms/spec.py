@@ -179,6 +179,7 @@ def _split_top(text: str, sep: str) -> list[str]:
   return parts + [text[start:]]
 
 
+@functools.lru_cache(maxsize=64)  # Same spec, same jitted op: no recompiles.
 def parse_spec(spec: str) -> Callable[[jax.Array, jax.Array], jax.Array]:
   """Parses a spec string into one jitted op `(key, images) -> images`; raises UserError if invalid."""
   stages = []

@@ -42,7 +42,7 @@ def _scipy_warp(img, m, order, mode):
                                        mode=SCIPY_MODE[mode], cval=CVAL) for ch in range(c)], -1)
 
 
-@pytest.mark.parametrize("shape", [(7, 10, 3), (8, 5, 1), (6, 6, 4)])
+@pytest.mark.parametrize("shape", [(7, 10, 3), (8, 5, 1)])  # odd/even, non-square, C = 3 and 1
 @pytest.mark.parametrize("order", [0, 1])
 def test_warp_affine_matches_scipy_float64(shape, order):
   imgs = _images((4,) + shape)
