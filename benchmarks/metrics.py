@@ -70,7 +70,7 @@ def bench_features(n: int, d: int) -> list[tuple[str, float, str]]:
                f"FID {v_cached:.6f}; {t_sqrtm / t_cached:.0f}x the sqrtm route"))
   t_kid, kid = _timed(lambda: metrics.kernel_inception_distance(real, fake))
   rows.append((f"KID, 100 subsets of 1000, {d}-d", t_kid, f"KID {kid['kid']:.6f} +- {kid['kid_std']:.6f}"))
-  t_jax, ours = _timed(lambda: {**metrics.precision_recall(real, fake), **metrics.density_coverage(real, fake)})
+  t_jax, ours = _timed(lambda: metrics.precision_recall_density_coverage(real, fake))
   rows.append((f"PR (k=3) + DC (k=5), {n} x {n}, JAX blocks", t_jax,
                ", ".join(f"{k} {v:.4f}" for k, v in ours.items())))
   t_naive, naive = _timed(lambda: _naive_prdc(real, fake))

@@ -1,6 +1,8 @@
 """Realism, diversity and style metrics over feature arrays.
 
-Second-order statistics and the Frechet distance are float64 (numpy); the
+Second-order statistics and the Frechet distance are float64 (numpy/SciPy; the
+eigen-solvers run single-threaded, as threaded OpenBLAS LAPACK on a busy 2-core
+machine was measured 10-30x slower); the
 O(n^2) parts (KID kernels, nearest-neighbour radii, pairwise distances) run in
 JAX in blocks, so 10k x 10k comparisons never hold a full distance matrix.
 """
@@ -13,6 +15,8 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
+import scipy.linalg
+import threadpoolctl
 
 from aigc_jax.errors import UserError
 
@@ -28,7 +32,8 @@ def _psd_eigvals_clean(w: np.ndarray) -> np.ndarray:
 def sqrtm_psd(sigma: np.ndarray) -> np.ndarray:
   """Symmetric square root of a positive semi-definite matrix, in float64."""
   sigma = np.asarray(sigma, np.float64)
-  w, v = np.linalg.eigh((sigma + sigma.T) / 2)
+  with threadpoolctl.threadpool_limits(1, user_api="blas"):
+    w, v = scipy.linalg.eigh((sigma + sigma.T) / 2)
   return (v * np.sqrt(_psd_eigvals_clean(w))) @ v.T
 
 
@@ -43,7 +48,9 @@ def frechet_distance(mu1, sigma1, mu2, sigma2, *, sqrt_sigma1: np.ndarray | None
   sigma1, sigma2 = np.asarray(sigma1, np.float64), np.asarray(sigma2, np.float64)
   a = sqrtm_psd(sigma1) if sqrt_sigma1 is None else np.asarray(sqrt_sigma1, np.float64)
   m = a @ sigma2 @ a
-  tr_covmean = np.sqrt(_psd_eigvals_clean(np.linalg.eigvalsh((m + m.T) / 2))).sum()
+  with threadpoolctl.threadpool_limits(1, user_api="blas"):
+    eigvals = scipy.linalg.eigvalsh((m + m.T) / 2)
+  tr_covmean = np.sqrt(_psd_eigvals_clean(eigvals)).sum()
   diff = mu1 - mu2
   return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * tr_covmean)
 
@@ -117,16 +124,17 @@ def _self_mask(num_rows: int, num_cols: int, start) -> jax.Array:
 
 
 @functools.partial(jax.jit, static_argnames="k")
-def _kth_neighbour(rows, data, start, k: int):
+def _kth_neighbours(rows, data, start, k: int):
+  """Squared distances to the 1st..k-th nearest other points of `data`, [rows, k]."""
   d = jnp.where(_self_mask(rows.shape[0], data.shape[0], start), jnp.inf, _sqdist(rows, data))
-  return -jax.lax.top_k(-d, k)[0][:, k - 1]
+  return -jax.lax.top_k(-d, k)[0]
 
 
 def _radii(x: np.ndarray, k: int) -> np.ndarray:
   if x.shape[0] <= k:
     raise UserError(f"nearest-neighbour metrics need more than k={k} samples per set, got {x.shape[0]}")
   data = jnp.asarray(x)
-  return _blocks(x, lambda rows, start: _kth_neighbour(rows, data, start, k))
+  return _blocks(x, lambda rows, start: _kth_neighbours(rows, data, start, k))
 
 
 def _centered(real, fake) -> tuple[np.ndarray, np.ndarray]:
@@ -137,40 +145,61 @@ def _centered(real, fake) -> tuple[np.ndarray, np.ndarray]:
 
 
 @jax.jit
-def _in_any_ball(rows, data, radii):
-  """Per row: whether some data point's ball (squared radius `radii`) contains it."""
-  return jnp.any(_sqdist(rows, data) <= radii[None, :], axis=1)
+def _cross_block(fake_rows, valid, fake_radii, real, real_radii_pr, real_radii_dc):
+  """One block of fake rows against all real points.
+
+  Per fake row: inside some real k-NN ball (precision); how many real open balls
+  contain it (density). Per real point, over this block's valid rows: whether some
+  fake ball contains it (recall); its nearest fake distance (coverage).
+  """
+  d = _sqdist(fake_rows, real)
+  precision = jnp.any(d <= real_radii_pr[None, :], axis=1)
+  density = jnp.sum(d < real_radii_dc[None, :], axis=1)
+  recall = jnp.any((d <= fake_radii[:, None]) & valid[:, None], axis=0)
+  nearest = jnp.min(jnp.where(valid[:, None], d, jnp.inf), axis=0)
+  return precision, density, recall, nearest
 
 
-@jax.jit
-def _balls_containing(rows, data, radii):
-  """Per row: how many data points' open balls contain it."""
-  return jnp.sum(_sqdist(rows, data) < radii[None, :], axis=1)
+def precision_recall_density_coverage(real, fake, k_pr: int = 3, k_dc: int = 5) -> dict[str, float]:
+  """Precision/recall (Kynkaanniemi et al. 2019, k_pr) and density/coverage (Naeem et al. 2020, k_dc).
 
-
-@jax.jit
-def _nearest(rows, data):
-  return jnp.min(_sqdist(rows, data), axis=1)
+  k-NN radii exclude the point itself; balls are closed for precision/recall and
+  open for density/coverage, as in the reference implementations. Three blocked
+  passes: real-real, fake-fake, fake-real.
+  """
+  real, fake = _centered(real, fake)
+  real_radii = _radii(real, max(k_pr, k_dc))
+  r_pr, r_dc = jnp.asarray(real_radii[:, k_pr - 1]), jnp.asarray(real_radii[:, k_dc - 1])
+  fake_radii = _radii(fake, k_pr)[:, k_pr - 1]
+  real_j, n = jnp.asarray(real), fake.shape[0]
+  size = min(BLOCK, n)
+  precision, density, recall, nearest = [], [], np.zeros(real.shape[0], bool), np.full(real.shape[0], np.inf)
+  for start in range(0, n, size):
+    rows, radii = fake[start:start + size], fake_radii[start:start + size]
+    valid = np.arange(size) < rows.shape[0]
+    pad = size - rows.shape[0]
+    rows = np.concatenate([rows, np.zeros((pad, rows.shape[1]), rows.dtype)])
+    radii = np.concatenate([radii, np.zeros(pad, radii.dtype)])
+    p, dn, rc, nr = jax.device_get(_cross_block(rows, valid, radii, real_j, r_pr, r_dc))
+    precision.append(p[:size - pad])
+    density.append(dn[:size - pad])
+    recall |= rc
+    nearest = np.minimum(nearest, nr)
+  return {"precision": float(np.concatenate(precision).mean()), "recall": float(recall.mean()),
+          "density": float(np.concatenate(density).mean() / k_dc),
+          "coverage": float(np.mean(nearest < real_radii[:, k_dc - 1]))}
 
 
 def precision_recall(real, fake, k: int = 3) -> dict[str, float]:
   """Improved precision and recall (Kynkaanniemi et al. 2019) with k-NN balls (self excluded)."""
-  real, fake = _centered(real, fake)
-  r_real, r_fake = _radii(real, k), _radii(fake, k)
-  real_j, fake_j = jnp.asarray(real), jnp.asarray(fake)
-  precision = _blocks(fake, lambda rows, _: _in_any_ball(rows, real_j, r_real)).mean()
-  recall = _blocks(real, lambda rows, _: _in_any_ball(rows, fake_j, r_fake)).mean()
-  return {"precision": float(precision), "recall": float(recall)}
+  out = precision_recall_density_coverage(real, fake, k_pr=k, k_dc=k)
+  return {"precision": out["precision"], "recall": out["recall"]}
 
 
 def density_coverage(real, fake, k: int = 5) -> dict[str, float]:
   """Density and coverage (Naeem et al. 2020) with k-NN balls around the real samples."""
-  real, fake = _centered(real, fake)
-  r_real = _radii(real, k)
-  real_j, fake_j = jnp.asarray(real), jnp.asarray(fake)
-  counts = _blocks(fake, lambda rows, _: _balls_containing(rows, real_j, r_real))
-  nearest_fake = _blocks(real, lambda rows, _: _nearest(rows, fake_j))
-  return {"density": float(counts.mean() / k), "coverage": float(np.mean(nearest_fake < r_real))}
+  out = precision_recall_density_coverage(real, fake, k_pr=k, k_dc=k)
+  return {"density": out["density"], "coverage": out["coverage"]}
 
 
 @jax.jit

@@ -121,8 +121,7 @@ def compute_metrics(fake: SetSummary, real: SetSummary, labels=None, *, kid_subs
     raise UserError(f"KID needs {subset} reference images (one per generated sample, up to "
                     f"{kid_subset_size}); the reference set has {real.features.shape[0]}")
   result.update(metrics.kernel_inception_distance(real.features, fake.features, kid_subsets, subset))
-  result.update(metrics.precision_recall(real.features, fake.features))
-  result.update(metrics.density_coverage(real.features, fake.features))
+  result.update(metrics.precision_recall_density_coverage(real.features, fake.features))
   result.update(metrics.diversity(real.features, fake.features))
   result.update(metrics.inception_score(fake.logits, splits=min(10, fake.count)))
   result["style_gram_distance"] = metrics.gram_distance(fake.gram_sum / fake.count,
