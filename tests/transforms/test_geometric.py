@@ -76,7 +76,7 @@ def test_warp_affine_matches_opencv_on_its_grid(order, mode):
 
 @pytest.mark.parametrize("order", [1, 3])
 def test_rotation_and_scale_match_opencv(order):
-  img = _images((11, 14, 3), seed=2)
+  img = _images((9, 12, 3), seed=2)  # The shape of the test above: no recompiles.
   for angle, center, scale in [(33.0, (4.3, 3.1), 1.2), (-71.0, (6.5, 5.0), 0.8)]:
     m = cv2.getRotationMatrix2D(center, angle, scale)
     np.testing.assert_allclose(np.asarray(g.rotation_matrix(angle, center, scale)), m, atol=1e-5)
@@ -202,12 +202,12 @@ def test_random_ops_keys_and_per_example_parameters():
 
 
 def test_degenerate_ranges_are_identity():
-  img = jnp.asarray(_images((2, 8, 9, 3), seed=15))
+  img = jnp.asarray(_images((4, 8, 8, 1), seed=15))  # The shape of the test above: no recompiles.
   key = jax.random.key(3)
   same = g.random_affine(key, img, rotate=(0, 0), scale=(1, 1), translate=(0, 0), shear=(0, 0))
   np.testing.assert_allclose(same, img, atol=1e-5)
   np.testing.assert_allclose(g.random_crop_resize(key, img, scale=(1, 1), ratio=(1, 1)), img, atol=1e-5)
-  np.testing.assert_allclose(g.elastic(key, img, alpha=0.0, sigma=1.0), img, atol=1e-6)
+  np.testing.assert_allclose(g.elastic(key, img, alpha=0.0), img, atol=1e-6)
 
 
 def test_elastic_alpha_is_rms_displacement():

