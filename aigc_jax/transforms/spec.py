@@ -4,6 +4,8 @@ Stages are separated by "|" and run in order; "a/b" picks a or b per example;
 every op takes p= (apply to each example with probability p). Geometric ops
 also take order=, mode= and cval= (default -1, black). Arguments are
 positional or keyword literals; bare words are strings (mode=reflect).
+Ranges are (lo, hi) drawn per example; translate(x, y) is a fraction of the
+size (y < 0: same as x); hflip/vflip always flip unless given p (hflip(p=0.5)).
 """
 
 from __future__ import annotations
