@@ -106,5 +106,5 @@ def load_image(path: str) -> np.ndarray:
 
 def upscale_for_display(grid_uint8: np.ndarray, min_size: int = 256) -> np.ndarray:
   """Nearest-neighbour upscales a small grid so tiny images (8-28 px) are visible in a viewer."""
-  factor = max(1, min_size // max(grid_uint8.shape[:2]))
+  factor = max(1, -(-min_size // max(grid_uint8.shape[:2])))  # ceil: at least min_size
   return np.repeat(np.repeat(grid_uint8, factor, axis=0), factor, axis=1)

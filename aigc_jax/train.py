@@ -128,21 +128,22 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Any:
     writer.write_scalars(step, means)
 
   sample_path = None
-  for step in range(start_step + k, num_steps + 1, k):
-    state, metrics = train_step(state, [next(batches) for _ in range(k)], keys["step"])
-    pending.append(metrics)
-    for hook in hooks:
-      hook(step)
-    if step % config.train.log_every == 0 or step % config.train.checkpoint_every == 0 or step == num_steps:
-      flush(step)
-    if step % config.train.checkpoint_every == 0 or step == num_steps:
-      checkpoints.save(manager, step, state, keys["step"])
-      last_good = step
-    if step % config.train.sample_every == 0 or step == num_steps:
-      sample_path = _write_samples(config, trainer, state, keys, workdir, step, writer)
-    if config.train.eval_every and (step % config.train.eval_every == 0 or step == num_steps):
-      from aigc_jax import evaluate  # Evaluation pulls in feature extractors: load only when asked.
-      writer.write_scalars(step, evaluate.evaluate_during_training(config, state, workdir, step))
+  with batches:
+    for step in range(start_step + k, num_steps + 1, k):
+      state, metrics = train_step(state, [next(batches) for _ in range(k)], keys["step"])
+      pending.append(metrics)
+      for hook in hooks:
+        hook(step)
+      if step % config.train.log_every == 0 or step % config.train.checkpoint_every == 0 or step == num_steps:
+        flush(step)
+      if step % config.train.checkpoint_every == 0 or step == num_steps:
+        checkpoints.save(manager, step, state, keys["step"])
+        last_good = step
+      if step % config.train.sample_every == 0 or step == num_steps:
+        sample_path = _write_samples(config, trainer, state, keys, workdir, step, writer)
+      if config.train.eval_every and (step % config.train.eval_every == 0 or step == num_steps):
+        from aigc_jax import evaluate  # Evaluation pulls in feature extractors: load only when asked.
+        writer.write_scalars(step, evaluate.evaluate_during_training(config, state, workdir, step))
 
   writer.flush()
   manager.close()

@@ -192,40 +192,59 @@ def local_batches(data_config: ml_collections.ConfigDict, *, batch_size: int, se
   return iter(tfds.as_numpy(ds.prefetch(tf.data.AUTOTUNE)))
 
 
-def _prefetch_to_mesh(batches: Iterator[dict[str, np.ndarray]], mesh: jax.sharding.Mesh,
-                      size: int) -> Iterator[dict[str, jax.Array]]:
-  """Moves batches onto the mesh in a background thread, keeping `size` of them ready."""
-  ready: queue.Queue = queue.Queue(maxsize=size)
-  stop = threading.Event()
+class MeshPrefetcher:
+  """Iterator of global batches, moved onto the mesh in a background thread `size` ahead.
 
-  def produce():
+  Call `close()` (or use it as a context manager) when done: it stops and joins the thread, so
+  that no thread is still inside TensorFlow when the interpreter exits (which aborts it).
+  """
+
+  def __init__(self, batches: Iterator[dict[str, np.ndarray]], mesh: jax.sharding.Mesh, size: int):
+    self._ready: queue.Queue = queue.Queue(maxsize=size)
+    self._stop = threading.Event()
+    self._thread = threading.Thread(target=self._produce, args=(batches, mesh), daemon=True,
+                                    name="aigc_jax-input")
+    self._thread.start()
+
+  def _put(self, item) -> bool:
+    while not self._stop.is_set():
+      try:
+        self._ready.put(item, timeout=0.1)
+        return True
+      except queue.Full:
+        pass
+    return False
+
+  def _produce(self, batches, mesh) -> None:
     try:
       for batch in batches:
-        item = parallel.host_to_global(batch, mesh)
-        while not stop.is_set():
-          try:
-            ready.put(item, timeout=0.1)
-            break
-          except queue.Full:
-            pass
-        if stop.is_set():
+        if not self._put(parallel.host_to_global(batch, mesh)):
           return
     except BaseException as e:  # Handed to the consumer, which re-raises it in its thread.
-      ready.put(e)
+      self._put(e)
 
-  threading.Thread(target=produce, daemon=True, name="aigc_jax-input").start()
-  try:
-    while True:
-      item = ready.get()
-      if isinstance(item, BaseException):
-        raise item
-      yield item
-  finally:
-    stop.set()
+  def __iter__(self) -> "MeshPrefetcher":
+    return self
+
+  def __next__(self) -> dict[str, jax.Array]:
+    item = self._ready.get()
+    if isinstance(item, BaseException):
+      raise item
+    return item
+
+  def close(self) -> None:
+    self._stop.set()
+    self._thread.join()
+
+  def __enter__(self) -> "MeshPrefetcher":
+    return self
+
+  def __exit__(self, *exc) -> None:
+    self.close()
 
 
 def create_train_iterator(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, *,
-                          start_step: int = 0) -> Iterator[dict[str, jax.Array]]:
+                          start_step: int = 0) -> MeshPrefetcher:
   """Global training batches sharded over the mesh's "data" axis, from `start_step` on."""
   process_count = jax.process_count()
   if config.train.batch_size % process_count:
@@ -234,7 +253,7 @@ def create_train_iterator(config: ml_collections.ConfigDict, mesh: jax.sharding.
   batches = local_batches(config.data, batch_size=config.train.batch_size // process_count,
                           seed=config.seed, start_step=start_step,
                           process_index=jax.process_index(), process_count=process_count)
-  return _prefetch_to_mesh(batches, mesh, _DEVICE_PREFETCH)
+  return MeshPrefetcher(batches, mesh, _DEVICE_PREFETCH)
 
 
 def load_examples(data_config: ml_collections.ConfigDict, split: str,

@@ -103,7 +103,8 @@ def test_train_iterator_is_sharded_over_8_devices_and_resumes(data_dir):
   assert batch["label"].dtype == np.int32
   (local,) = _take(config.data, 1, batch_size=16, seed=config.seed)
   np.testing.assert_array_equal(np.asarray(batch["image"]), local["image"])
-  resumed = next(pipeline.create_train_iterator(config, mesh, start_step=2))
+  with pipeline.create_train_iterator(config, mesh, start_step=2) as it:
+    resumed = next(it)
   np.testing.assert_array_equal(np.asarray(resumed["image"]), np.asarray(batches[2]["image"]))
   np.testing.assert_array_equal(np.asarray(resumed["label"]), np.asarray(batches[2]["label"]))
 
