@@ -269,7 +269,8 @@ def load_examples(data_config: ml_collections.ConfigDict, split: str,
   if not 0 < num <= available:
     raise UserError(f"cannot take {num} images from split {split!r} of {builder.name!r}: "
                     f"it holds {available}")
-  data = builder.as_dataset(split=f"{split}[:{num}]", batch_size=-1, shuffle_files=False)
+  # take() rather than a "split[:num]" string, which can't be applied to an already sliced split.
+  data = builder.as_dataset(split=split, shuffle_files=False).take(num).batch(num).get_single_element()
   images = preprocess(data["image"], data_config.image_size, data_config.channels)
   return images.numpy(), _labels(data).numpy()
 

@@ -186,3 +186,12 @@ def test_tfds_dataset_through_mock_data(tmp_path, max_in_memory_bytes):
   key = lambda images: sorted(row.tobytes() for row in images.reshape(len(images), -1))
   assert key(first_epoch) == key(reference)
   assert not np.array_equal(first_epoch, reference)
+
+
+def test_load_examples_from_a_sliced_split(data_dir):
+  config = _config(data_dir).data
+  images, labels = pipeline.load_examples(config, "train[90%:]", 4)
+  assert pipeline.dataset_size(config, "train[90%:]") == 180
+  np.testing.assert_array_equal(labels, load_digits().target[1617:1621])
+  full, _ = pipeline.load_examples(config, "train", 1621)
+  np.testing.assert_array_equal(images, full[1617:])
