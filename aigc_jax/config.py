@@ -58,6 +58,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.sample_every = 500
   c.train.num_sample_images = 64
   c.train.eval_every = 0          # 0: no periodic evaluation
+  c.train.eval_num_samples = 2000 # periodic evaluation: generated images per evaluation (capped at the reference split's size)
   c.train.steps_per_dispatch = 1  # > 1: run k steps per jitted call with lax.scan
   c.train.compute_dtype = "float32"
 
@@ -102,7 +103,7 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
   _positive(config, "model.latent_dim", "model.width", "train.batch_size", "train.num_steps",
             "train.learning_rate", "train.log_every", "train.checkpoint_every",
             "train.keep_checkpoints", "train.sample_every", "train.num_sample_images",
-            "train.steps_per_dispatch", "gan.d_learning_rate", "data.shuffle_buffer")
+            "train.steps_per_dispatch", "train.eval_num_samples", "gan.d_learning_rate", "data.shuffle_buffer")
   if config.model.d_norm not in D_NORMS:
     _fail("model.d_norm", config.model.d_norm, f"choose one of {', '.join(D_NORMS)}")
   k = config.train.steps_per_dispatch

@@ -25,8 +25,6 @@ from aigc_jax import images, trainers
 from aigc_jax.errors import UserError
 from aigc_jax.evaluation import features, pipeline
 
-TRAINING_EVAL_SAMPLES = 2000  # periodic evaluation: enough for stable digit-feature FID, fast on CPU
-
 
 def make_generate_fn(config: ml_collections.ConfigDict, state: Any, batch_size: int) -> Callable:
   """A `generate_fn(key, n[, labels])` that runs one jitted, fixed-size batch per call."""
@@ -104,7 +102,7 @@ def evaluate_during_training(config: ml_collections.ConfigDict, state: Any, work
     x, y = data.load_examples(config.data, split, data.dataset_size(config.data, split))
     return {f"eval/{k}": v for k, v in classifier.evaluate(config, state, x, y).items()}
   state = jax.device_get(state)
-  num = min(TRAINING_EVAL_SAMPLES, _reference_size(config))
+  num = min(config.train.eval_num_samples, _reference_size(config))
   result = pipeline.evaluate_generator(config, make_generate_fn(config, state, 500), num_samples=num,
                                        extractor=default_extractor(config), cache_dir=workdir)
   return {f"eval/{k}": v for k, v in result.items()}

@@ -41,11 +41,12 @@ def test_evaluate_run_writes_metrics_json(run_dir):
     evaluate.evaluate_run(workdir, num_samples=5000, extractor="digits", progress=False)
 
 
-def test_periodic_evaluation_hook(run_dir, monkeypatch):
+def test_periodic_evaluation_hook(run_dir):
   workdir, config = run_dir
   from aigc_jax import sample
   _, state, _ = sample.load_run(workdir)
-  monkeypatch.setattr(evaluate, "TRAINING_EVAL_SAMPLES", 120)
+  config = config.copy_and_resolve_references()
+  config.train.eval_num_samples = 120
   first = evaluate.evaluate_during_training(config, state, workdir, 2)
   assert {"eval/fid", "eval/kid", "eval/precision", "eval/style_gram_distance"} <= set(first)
   assert all(isinstance(v, float) for v in first.values())
