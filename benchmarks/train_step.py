@@ -1,0 +1,289 @@
+"""Full train-step throughput: the project's DCGAN and conv VAE vs PyTorch references, side by side.
+
+Cases: the pytorch/examples DCGAN at 64x64 (configs/dcgan_celeba64.py at batch 64), the conv VAE
+at 64x64 (configs/vae_cifar10.py at 64 px, batch 64), and the 28x28 MNIST configs
+(configs/dcgan_mnist.py, configs/vae_mnist.py, batch 128). The JAX side is the real training code:
+`train.init_state` + `train.compile_train_step` (jitted, donated state, the config's
+`steps_per_dispatch`). The PyTorch side builds the same architecture (layer for layer, same
+parameter count, which the script checks), the same batch and the same optimiser and loss, and runs
+the same update order (D on real and detached fake, then G through one shared G forward, as in
+pytorch/examples). Each repeat times every case's JAX and PyTorch steps back to back, so machine
+load hits both alike; medians after warm-up are reported. Peak RSS is measured per case and
+framework in a fresh subprocess (ru_maxrss after compile and a few steps). Input-pipeline img/s
+(`benchmarks/input_pipeline.py`'s host batches, 28x28 and 64x64) is compared with the train step.
+
+  python -m benchmarks.train_step [--quick] [--repeats=5] [--steps=4] [--compute_dtype=bfloat16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+
+from aigc_jax import parallel, train
+from configs import dcgan_celeba64, dcgan_mnist, vae_cifar10, vae_mnist
+
+
+def _configs(compute_dtype: str) -> dict:
+  dcgan64 = dcgan_celeba64.get_config()
+  dcgan64.train.batch_size = 64
+  vae64 = vae_cifar10.get_config()
+  vae64.data.image_size = 64
+  vae64.train.batch_size = 64
+  cases = {"DCGAN 64x64": dcgan64, "VAE 64x64": vae64,
+           "DCGAN 28x28 (MNIST)": dcgan_mnist.get_config(), "VAE 28x28 (MNIST)": vae_mnist.get_config()}
+  for config in cases.values():
+    config.train.compute_dtype = compute_dtype
+  return cases
+
+
+def _images(config) -> np.ndarray:
+  size, channels = config.data.image_size, config.data.channels
+  rng = np.random.default_rng(0)
+  return rng.uniform(-1, 1, (config.train.batch_size, size, size, channels)).astype(np.float32)
+
+
+# --- JAX ---------------------------------------------------------------------------------------
+
+def _jax_runner(config):
+  """Returns (run(steps), compile seconds, XLA temp bytes) for the project's compiled step."""
+  mesh = parallel.create_mesh()
+  key = jax.random.key(0)
+  state, sharding = train.init_state(config, mesh, key)
+  step = train.compile_train_step(config, mesh, sharding)
+  images = _images(config)
+  batch = parallel.host_to_global({"image": images, "label": np.zeros(len(images), np.int32)}, mesh)
+  k = config.train.steps_per_dispatch
+  batches = [batch] * k
+  start = time.perf_counter()
+  compiled = step.lower(state, batches, key).compile()
+  compile_seconds = time.perf_counter() - start
+  temp_bytes = compiled.memory_analysis().temp_size_in_bytes
+  holder = [state]
+
+  def run(steps: int) -> None:
+    for _ in range(steps // k):
+      holder[0], metrics = compiled(holder[0], batches, key)
+    jax.block_until_ready((holder[0], metrics))
+
+  run(k)
+  return run, compile_seconds, temp_bytes, sum(x.size for x in jax.tree.leaves(
+      (holder[0].g_params, holder[0].d_params) if hasattr(holder[0], "g_params") else holder[0].params))
+
+
+# --- PyTorch -----------------------------------------------------------------------------------
+
+def _stages(image_size: int) -> tuple[int, int]:
+  return (7, 2) if image_size == 28 else (4, image_size.bit_length() - 3)
+
+
+def _torch_dcgan(config):
+  import torch  # pylint: disable=import-outside-toplevel
+  from torch import nn  # pylint: disable=import-outside-toplevel
+  start, num_stages = _stages(config.data.image_size)
+  width, channels, nz = config.model.width, config.data.channels, config.model.latent_dim
+  g_layers = [nn.ConvTranspose2d(nz, width * 2 ** (num_stages - 1), start, 1, 0, bias=False)]
+  for i in reversed(range(num_stages - 1)):
+    g_layers += [nn.BatchNorm2d(width * 2 ** (i + 1)), nn.ReLU(True),
+                 nn.ConvTranspose2d(width * 2 ** (i + 1), width * 2 ** i, 4, 2, 1, bias=False)]
+  g_layers += [nn.BatchNorm2d(width), nn.ReLU(True),
+               nn.ConvTranspose2d(width, channels, 4, 2, 1, bias=False), nn.Tanh()]
+  d_layers, cin = [], channels
+  for i in range(num_stages):
+    d_layers.append(nn.Conv2d(cin, width * 2 ** i, 4, 2, 1, bias=False))
+    if i > 0:
+      d_layers.append(nn.BatchNorm2d(width * 2 ** i))
+    d_layers.append(nn.LeakyReLU(0.2, inplace=True))
+    cin = width * 2 ** i
+  d_layers.append(nn.Conv2d(cin, 1, start, 1, 0, bias=False))
+  g, d = nn.Sequential(*g_layers), nn.Sequential(*d_layers)
+  betas = (config.train.b1, config.train.b2)
+  g_opt = torch.optim.Adam(g.parameters(), lr=config.train.learning_rate, betas=betas)
+  d_opt = torch.optim.Adam(d.parameters(), lr=config.gan.d_learning_rate, betas=betas)
+  loss = nn.BCEWithLogitsLoss()
+  real = torch.from_numpy(_images(config).transpose(0, 3, 1, 2).copy())
+  n = real.shape[0]
+  ones, zeros = torch.ones(n), torch.zeros(n)
+
+  def step() -> None:
+    d.zero_grad()
+    fake = g(torch.randn(n, nz, 1, 1))
+    d_loss = loss(d(real).view(-1), ones) + loss(d(fake.detach()).view(-1), zeros)
+    d_loss.backward()
+    d_opt.step()
+    g.zero_grad()
+    g_loss = loss(d(fake).view(-1), ones)
+    g_loss.backward()
+    g_opt.step()
+
+  return step, sum(p.numel() for p in (*g.parameters(), *d.parameters()))
+
+
+def _torch_vae(config):
+  import torch  # pylint: disable=import-outside-toplevel
+  from torch import nn  # pylint: disable=import-outside-toplevel
+  start, num_stages = _stages(config.data.image_size)
+  widths = [config.model.width * 2 ** i for i in range(num_stages)]
+  channels, latent = config.data.channels, config.model.latent_dim
+  enc, cin = [], channels
+  for c in widths:
+    enc += [nn.Conv2d(cin, c, 4, 2, 1), nn.ReLU(True)]
+    cin = c
+  enc += [nn.Flatten(), nn.Linear(widths[-1] * start * start, 2 * latent)]
+  dec = [nn.Unflatten(1, (latent, 1, 1)), nn.ConvTranspose2d(latent, widths[-1], start), nn.ReLU(True)]
+  for c in reversed(widths[:-1]):
+    dec += [nn.ConvTranspose2d(cin, c, 4, 2, 1), nn.ReLU(True)]
+    cin = c
+  dec.append(nn.ConvTranspose2d(cin, channels, 4, 2, 1))
+  encoder, decoder = nn.Sequential(*enc), nn.Sequential(*dec)
+  params = [*encoder.parameters(), *decoder.parameters()]
+  opt = torch.optim.Adam(params, lr=config.train.learning_rate, betas=(config.train.b1, config.train.b2))
+  images = torch.from_numpy(_images(config).transpose(0, 3, 1, 2).copy())
+  var = config.vae.decoder_std ** 2
+
+  def step() -> None:
+    opt.zero_grad()
+    mean, logvar = encoder(images).chunk(2, dim=1)
+    z = mean + torch.exp(0.5 * logvar) * torch.randn_like(mean)
+    out = decoder(z)
+    if config.vae.likelihood == "bernoulli":
+      nll = nn.functional.binary_cross_entropy_with_logits(out, (images + 1) / 2, reduction="none")
+    else:
+      nll = 0.5 * (images - out) ** 2 / var + 0.5 * np.log(2 * np.pi * var)
+    kl = 0.5 * (logvar.exp() + mean ** 2 - 1 - logvar).sum(1)
+    (nll.sum((1, 2, 3)) + config.vae.beta * kl).mean().backward()
+    opt.step()
+
+  return step, sum(p.numel() for p in params)
+
+
+def _torch_runner(config):
+  """Returns (run(steps), parameter count) for the PyTorch reference of the config's model."""
+  import torch  # pylint: disable=import-outside-toplevel
+  torch.manual_seed(0)
+  step, num_params = (_torch_dcgan if config.model.family == "gan" else _torch_vae)(config)
+
+  def run(steps: int) -> None:
+    for _ in range(steps):
+      step()
+
+  run(1)
+  return run, num_params
+
+
+# --- driver ------------------------------------------------------------------------------------
+
+def _peak_rss_mib(framework: str, case: str, compute_dtype: str) -> float:
+  """Peak RSS of a fresh process that builds, compiles and runs 3 steps of one case."""
+  out = subprocess.run([sys.executable, "-m", "benchmarks.train_step", "--rss_of", framework, case,
+                        "--compute_dtype", compute_dtype], capture_output=True, text=True,
+                       check=True, cwd=os.path.join(os.path.dirname(__file__), ".."))
+  return float(out.stdout.split()[-1])
+
+
+def _rss_child(framework: str, case: str, compute_dtype: str) -> None:
+  config = _configs(compute_dtype)[case]
+  run = (_jax_runner if framework == "jax" else _torch_runner)(config)[0]
+  run(3 * config.train.steps_per_dispatch)
+  print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+
+
+def _seconds(fn, steps: int) -> float:
+  start = time.perf_counter()
+  fn(steps)
+  return time.perf_counter() - start
+
+
+def _input_rates(quick: bool) -> dict[int, float]:
+  """Host input-pipeline img/s at 28 and 64 px, batch 64 (benchmarks/input_pipeline.py's setup)."""
+  import tempfile  # pylint: disable=import-outside-toplevel
+  from aigc_jax.data import pipeline  # pylint: disable=import-outside-toplevel
+  from benchmarks import input_pipeline  # pylint: disable=import-outside-toplevel
+  rates = {}
+  with tempfile.TemporaryDirectory(prefix="aigc_jax_bench_") as data_dir:
+    for size in (28, 64):
+      config = input_pipeline._config(size, data_dir, 64, False)  # pylint: disable=protected-access
+      batches = pipeline.local_batches(config.data, batch_size=64, seed=0)
+      rates[size] = input_pipeline._rate(  # pylint: disable=protected-access
+          batches, 64, 20 if quick else 100, 3, sync=lambda b: b)
+  return rates
+
+
+def main() -> None:
+  """Prints a markdown table: img/s JAX vs PyTorch per case, compile time, peak RSS, input rates."""
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--quick", action="store_true", help="smoke run: 28x28 cases, 1 repeat")
+  parser.add_argument("--repeats", type=int, default=5)
+  parser.add_argument("--steps", type=int, default=4, help="train steps per timed repeat")
+  parser.add_argument("--compute_dtype", default="float32", choices=("float32", "bfloat16"))
+  parser.add_argument("--cases", default="", help="comma-separated case-name prefixes to run")
+  parser.add_argument("--rss_of", nargs=2, metavar=("FRAMEWORK", "CASE"), help=argparse.SUPPRESS)
+  args = parser.parse_args()
+  if args.rss_of:
+    _rss_child(*args.rss_of, args.compute_dtype)
+    return
+  import torch  # pylint: disable=import-outside-toplevel
+  cases = _configs(args.compute_dtype)
+  if args.quick:
+    cases = {name: c for name, c in cases.items() if "28x28" in name}
+    args.repeats, args.steps = 1, 2
+  if args.cases:
+    cases = {n: c for n, c in cases.items() if any(n.startswith(p) for p in args.cases.split(","))}
+  print(f"jax {jax.__version__} ({jax.devices()[0].device_kind}, {jax.device_count()} device), "
+        f"torch {torch.__version__} ({torch.get_num_threads()} threads), {os.cpu_count()} CPU cores, "
+        f"compute_dtype {args.compute_dtype}; load average before: {os.getloadavg()[0]:.2f}")
+
+  runners = {}
+  for name, config in cases.items():
+    jax_run, compile_s, temp_bytes, jax_params = _jax_runner(config)
+    torch_run, torch_params = _torch_runner(config)
+    if jax_params != torch_params:
+      raise AssertionError(f"{name}: JAX has {jax_params} parameters, PyTorch {torch_params}")
+    runners[name] = (jax_run, torch_run, compile_s, temp_bytes)
+    for fn in (jax_run, torch_run):  # Warm-up beyond the first step: allocator pools, caches.
+      fn(config.train.steps_per_dispatch)
+
+  times = {name: ([], []) for name in cases}
+  for _ in range(args.repeats):
+    for name, config in cases.items():
+      steps = args.steps * config.train.steps_per_dispatch
+      times[name][0].append(_seconds(runners[name][0], steps) / steps)
+      times[name][1].append(_seconds(runners[name][1], steps) / steps)
+  load = os.getloadavg()[0]
+
+  print(f"\nmedian of {args.repeats} repeats x {args.steps} steps; load average after: {load:.2f}")
+  print("| case | batch | JAX img/s | PyTorch img/s | JAX/PyTorch | JAX compile s | "
+        "XLA temp MiB | peak RSS MiB JAX / PyTorch |")
+  print("|---|---|---|---|---|---|---|---|")
+  rates = {}
+  for name, config in cases.items():
+    batch = config.train.batch_size
+    jax_rate = batch / statistics.median(times[name][0])
+    torch_rate = batch / statistics.median(times[name][1])
+    rates[name] = jax_rate
+    rss = "-" if args.quick else " / ".join(
+        f"{_peak_rss_mib(f, name, args.compute_dtype):,.0f}" for f in ("jax", "torch"))
+    print(f"| {name} | {batch} | {jax_rate:,.1f} | {torch_rate:,.1f} | {jax_rate / torch_rate:.2f}x | "
+          f"{runners[name][2]:.1f} | {runners[name][3] / 2**20:,.0f} | {rss} |", flush=True)
+
+  print("\n| input pipeline (host batches of 64) | img/s | fastest train step at that size | ratio |")
+  print("|---|---|---|---|")
+  for size, rate in _input_rates(args.quick).items():
+    step_rate = max((r for n, r in rates.items() if f"{size}x{size}" in n), default=None)
+    if step_rate is None:
+      print(f"| {size}x{size} | {rate:,.0f} | - | - |")
+      continue
+    verdict = "ok" if rate >= 5 * step_rate else "BELOW 5x"
+    print(f"| {size}x{size} | {rate:,.0f} | {step_rate:,.1f} | {rate / step_rate:,.0f}x ({verdict}) |")
+
+
+if __name__ == "__main__":
+  main()
