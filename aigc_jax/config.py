@@ -14,9 +14,11 @@ from aigc_jax.errors import UserError
 MODEL_FAMILIES = {"gan": ("dcgan",), "vae": ("conv_vae",), "classifier": ("lenet",)}
 DATASETS = ("digits", "mnist_idx", "mnist", "fashion_mnist", "cifar10", "celeb_a", "synthetic")
 IMAGE_SIZES = (8, 16, 28, 32, 64)
-GAN_LOSSES = ("non_saturating", "hinge", "least_squares")
+GAN_LOSSES = ("non_saturating", "hinge", "least_squares", "wgan_gp")
+GAN_AUGMENTS = ("none", "diffaugment", "ada")
+DIFFAUGMENT_OPS = ("translation", "cutout", "color")
 VAE_LIKELIHOODS = ("bernoulli", "gaussian")
-D_NORMS = ("batch", "none")
+D_NORMS = ("batch", "none", "spectral")
 COMPUTE_DTYPES = ("float32", "bfloat16")
 
 
@@ -31,7 +33,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.latent_dim = 64
   c.model.width = 32              # base channel count (ngf = ndf for the DCGAN)
   c.model.num_classes = 0         # > 0: class-conditional model
-  c.model.d_norm = "batch"        # discriminator normalisation: batch | none
+  c.model.d_norm = "batch"        # discriminator normalisation: batch | none | spectral
 
   c.data = ml_collections.ConfigDict()
   c.data.dataset = "digits"
@@ -65,11 +67,23 @@ def base_config() -> ml_collections.ConfigDict:
   c.gan = ml_collections.ConfigDict()
   c.gan.loss = "non_saturating"
   c.gan.d_learning_rate = 2e-4
+  c.gan.gp_weight = 10.0          # wgan_gp: weight of the gradient penalty on real/fake interpolates
+  c.gan.r1_gamma = 0.0            # R1 penalty gamma/2 * E||grad D(real)||^2; 0: off
+  c.gan.r1_every = 16             # lazy R1: apply every k steps, scaled by k
+  c.gan.n_critic = 1              # discriminator updates per generator update
+  c.gan.ema_half_life_images = 0  # generator EMA half-life in images (StyleGAN2-ADA's ema_kimg*1000); 0: off
+  c.gan.ema_rampup = 0.05         # EMA half-life is at most this fraction of the images seen; 0: no ramp-up
+  c.gan.augment = "none"          # augmentation of D's inputs: none | diffaugment | ada
+  c.gan.diffaugment = "translation,cutout,color"  # diffaugment: comma-separated policy
+  c.gan.ada_target = 0.6          # ada: target for E[sign(D(real))]
+  c.gan.ada_speed_images = 100_000  # ada: images over which p can move from 0 to 1
 
   c.vae = ml_collections.ConfigDict()
   c.vae.likelihood = "bernoulli"
   c.vae.beta = 1.0
-  c.vae.decoder_std = 0.1         # gaussian likelihood: the decoder's fixed standard deviation
+  c.vae.decoder_std = 0.1         # gaussian likelihood: the decoder's standard deviation (initial value if learned)
+  c.vae.learn_decoder_std = False # gaussian likelihood: learn one log-std parameter instead of fixing it
+  c.vae.kl_warmup_steps = 0       # KL weight rises linearly from 0 to beta over this many steps; 0: off
   return c
 
 
@@ -122,14 +136,56 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
     _fail("train.b1/b2", (config.train.b1, config.train.b2), "Adam betas must be in [0, 1)")
   if config.train.compute_dtype not in COMPUTE_DTYPES:
     _fail("train.compute_dtype", config.train.compute_dtype, f"choose one of {', '.join(COMPUTE_DTYPES)}")
-  if config.gan.loss not in GAN_LOSSES:
-    _fail("gan.loss", config.gan.loss, f"choose one of {', '.join(GAN_LOSSES)}")
+  _validate_gan(config)
   if config.vae.likelihood not in VAE_LIKELIHOODS:
     _fail("vae.likelihood", config.vae.likelihood, f"choose one of {', '.join(VAE_LIKELIHOODS)}")
   if config.vae.decoder_std <= 0:
     _fail("vae.decoder_std", config.vae.decoder_std, "must be a positive number")
   if config.vae.beta < 0:
     _fail("vae.beta", config.vae.beta, "must be >= 0")
+  if config.vae.learn_decoder_std and config.vae.likelihood != "gaussian":
+    _fail("vae.learn_decoder_std", True, "needs vae.likelihood='gaussian'")
+  if config.vae.kl_warmup_steps < 0:
+    _fail("vae.kl_warmup_steps", config.vae.kl_warmup_steps, "must be 0 (off) or positive")
   if num_devices is not None and config.train.batch_size % num_devices:
     _fail("train.batch_size", config.train.batch_size,
           f"the global batch must be divisible by the device count ({num_devices})")
+
+
+def _validate_gan(config: ml_collections.ConfigDict) -> None:
+  """Checks the gan.* keys (losses, regularisers, EMA, augmentation)."""
+  g = config.gan
+  if g.loss not in GAN_LOSSES:
+    _fail("gan.loss", g.loss, f"choose one of {', '.join(GAN_LOSSES)}")
+  if g.gp_weight < 0:
+    _fail("gan.gp_weight", g.gp_weight, "must be >= 0")
+  if g.r1_gamma < 0:
+    _fail("gan.r1_gamma", g.r1_gamma, "must be >= 0 (0: no R1 penalty)")
+  _positive(config, "gan.r1_every", "gan.n_critic", "gan.ada_speed_images")
+  if g.ema_half_life_images < 0:
+    _fail("gan.ema_half_life_images", g.ema_half_life_images, "must be 0 (no EMA) or positive")
+  if g.ema_rampup < 0:
+    _fail("gan.ema_rampup", g.ema_rampup, "must be 0 (no ramp-up) or positive")
+  if g.augment not in GAN_AUGMENTS:
+    _fail("gan.augment", g.augment, f"choose one of {', '.join(GAN_AUGMENTS)}")
+  ops = [op.strip() for op in g.diffaugment.split(",") if op.strip()]
+  if any(op not in DIFFAUGMENT_OPS for op in ops) or (g.augment == "diffaugment" and not ops):
+    _fail("gan.diffaugment", g.diffaugment,
+          f"a comma-separated list of {', '.join(DIFFAUGMENT_OPS)}")
+  if not 0 < g.ada_target < 1:
+    _fail("gan.ada_target", g.ada_target, "must be in (0, 1)")
+  if g.loss == "wgan_gp" and config.model.d_norm == "batch":
+    _fail("model.d_norm", "batch", "gan.loss='wgan_gp' penalises per-example gradients, which batch "
+          "norm couples: use model.d_norm='none' or 'spectral'")
+
+
+def complete(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Returns `config` with keys it lacks (a run saved before they existed) set to their defaults."""
+  full = base_config()
+  for section, values in config.items():
+    if isinstance(values, ml_collections.ConfigDict) and section in full:
+      for key, value in values.items():
+        full[section][key] = value
+    else:
+      full[section] = values
+  return full

@@ -9,6 +9,9 @@ widest stages; 28 px starts from 7x7 (7 -> 14 -> 28). Convolutions have no bias
 where batch norm follows (and none anywhere with d_norm="batch", as in the
 example), and weights are initialised N(0, 0.02), batch-norm scales N(1, 0.02).
 
+With `norm="spectral"` every D convolution is spectrally normalised
+(`normalization.SpectralConv`, Miyato et al. 2018) and has a bias, and there is no batch norm.
+
 Conditional models (`num_classes > 0`) concatenate a class embedding to z in G
 and add a projection term <embed(y), sum_hw features> to D's logit
 (Miyato & Koyama 2018).
@@ -23,6 +26,7 @@ import jax
 import jax.numpy as jnp
 
 from aigc_jax.models.layers import ConvTranspose2x, ConvTransposeFromVector
+from aigc_jax.models.normalization import SpectralConv
 
 _WEIGHT_INIT = nn.initializers.normal(0.02)
 
@@ -93,24 +97,28 @@ class Discriminator(nn.Module):
                train: bool) -> jax.Array:
     """Scores a batch of images."""
     _check_labels(labels, self.num_classes)
-    if self.norm not in ("batch", "none"):
-      raise ValueError(f"norm must be 'batch' or 'none', got {self.norm!r}")
+    if self.norm not in ("batch", "none", "spectral"):
+      raise ValueError(f"norm must be 'batch', 'none' or 'spectral', got {self.norm!r}")
     if images.shape[1:3] != (self.image_size, self.image_size):
       raise ValueError(f"expected {self.image_size}x{self.image_size} images, got {images.shape}")
     start, num_stages = stages(self.image_size)
-    use_bias = self.norm == "none"
     x = images
     for i in range(num_stages):
-      x = nn.Conv(self.width * 2 ** i, (4, 4), strides=(2, 2), padding=((1, 1), (1, 1)),
-                  use_bias=use_bias, dtype=self.dtype, kernel_init=_WEIGHT_INIT)(x)
+      x = self._conv(self.width * 2 ** i, 4, 2, ((1, 1), (1, 1)), x, train)
       if i > 0 and self.norm == "batch":
         x = _batch_norm(train, self.dtype)(x)
       x = nn.leaky_relu(x, 0.2)
-    logits = nn.Conv(1, (start, start), padding="VALID", use_bias=use_bias, dtype=self.dtype,
-                     kernel_init=_WEIGHT_INIT)(x)
+    logits = self._conv(1, start, 1, "VALID", x, train)
     logits = logits.reshape(-1).astype(jnp.float32)
     if self.num_classes:
       features = x.astype(jnp.float32).sum(axis=(1, 2))
       embed = nn.Embed(self.num_classes, features.shape[-1], name="embed")(labels)
       logits = logits + jnp.sum(embed * features, axis=-1)
     return logits
+
+  def _conv(self, features: int, size: int, stride: int, padding, x: jax.Array, train: bool) -> jax.Array:
+    if self.norm == "spectral":
+      return SpectralConv(features, (size, size), (stride, stride), padding, dtype=self.dtype,
+                          kernel_init=_WEIGHT_INIT)(x, train=train)
+    return nn.Conv(features, (size, size), strides=(stride, stride), padding=padding,
+                   use_bias=self.norm == "none", dtype=self.dtype, kernel_init=_WEIGHT_INIT)(x)
