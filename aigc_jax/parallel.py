@@ -2,7 +2,9 @@
 
 One mesh axis, "data", spans every device of every process: parameters are
 replicated and batches are split along their leading axis. The same code runs
-on one CPU, eight fake CPU devices in tests, a GPU node or a TPU pod slice.
+on one CPU, eight fake CPU devices in tests, a GPU node or a TPU pod slice; with
+several processes (`initialize_distributed`), the mesh spans all of them and each
+process feeds only its own devices.
 """
 
 from __future__ import annotations
@@ -36,11 +38,23 @@ def host_to_global(batch, mesh: Mesh):
   return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), batch)
 
 
-def initialize_distributed(coordinator_address: str | None = None, num_processes: int | None = None,
-                           process_id: int | None = None) -> None:
-  """Starts JAX's multi-controller runtime; must run before any other JAX call.
+def initialize_distributed(enabled: bool | None = None, coordinator_address: str | None = None,
+                           num_processes: int | None = None, process_id: int | None = None) -> bool:
+  """Starts JAX's multi-controller runtime if asked or detected; returns whether it started.
 
-  With no arguments JAX detects the cluster itself (TPU VM pods, SLURM, Open MPI).
+  Must run before any other JAX call. `enabled=True` always starts it (arguments left as None
+  are detected by JAX: TPU VM pods, SLURM, Open MPI, Kubernetes); `False` never does; `None`
+  (auto) starts it when a coordinator address is given or JAX detects such a cluster.
   """
-  jax.distributed.initialize(coordinator_address=coordinator_address,
-                             num_processes=num_processes, process_id=process_id)
+  if enabled is False:
+    return False
+  try:
+    jax.distributed.initialize(coordinator_address=coordinator_address,
+                               num_processes=num_processes, process_id=process_id)
+  except ValueError:
+    # With nothing given and no cluster detected, JAX raises ValueError before starting
+    # anything: in auto mode that simply means a single-process run.
+    if enabled or coordinator_address is not None:
+      raise
+    return False
+  return True
