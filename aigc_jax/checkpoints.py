@@ -3,6 +3,9 @@
 A checkpoint holds everything resuming needs: the state (params, optimiser
 states, collections, step) and the base key. The input position is the step
 itself, because the data stream is a pure function of (seed, step).
+
+A workdir may be local or a URL such as gs://bucket/run: Orbax and the TensorBoard writer
+take both, and this module's `write_file` / `read_config` go through tf.io.gfile for URLs.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from typing import Any
 
 import jax
 import ml_collections
+import numpy as np
 import orbax.checkpoint as ocp
 
 from aigc_jax.errors import UserError
@@ -21,8 +25,31 @@ from aigc_jax.images import write_bytes_atomic
 CONFIG_FILE = "config.json"
 
 
+def is_url(path: str) -> bool:
+  """True for paths with a scheme (gs://, s3://), which go through tf.io.gfile."""
+  return "://" in path
+
+
+def join(workdir: str, *parts: str) -> str:
+  """Joins path parts; local workdirs become absolute (Orbax needs that), URLs stay as they are."""
+  return os.path.join(workdir if is_url(workdir) else os.path.abspath(workdir), *parts)
+
+
 def checkpoint_dir(workdir: str) -> str:
-  return os.path.join(os.path.abspath(workdir), "checkpoints")
+  """The folder of the run's Orbax checkpoints."""
+  return join(workdir, "checkpoints")
+
+
+def write_file(path: str, data: bytes) -> None:
+  """Writes `data` to a local path atomically, or to a URL (one object upload, itself atomic)."""
+  if not is_url(path):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    write_bytes_atomic(path, data)
+    return
+  import tensorflow as tf  # Only URL workdirs need it.
+  tf.io.gfile.makedirs(os.path.dirname(path))
+  with tf.io.gfile.GFile(path, "wb") as f:
+    f.write(data)
 
 
 def create_manager(workdir: str, config: ml_collections.ConfigDict | None = None,
@@ -39,7 +66,8 @@ def create_manager(workdir: str, config: ml_collections.ConfigDict | None = None
 
 def save(manager: ocp.CheckpointManager, step: int, state: Any, base_key: jax.Array) -> None:
   """Saves state and base key at `step` (every process takes part)."""
-  item = {"state": state, "base_key": jax.random.key_data(base_key)}
+  # The key goes in as numpy: a host-local jax.Array cannot be saved by several processes.
+  item = {"state": state, "base_key": np.asarray(jax.random.key_data(base_key))}
   manager.save(step, args=ocp.args.StandardSave(item), force=True)
   manager.wait_until_finished()
 
@@ -48,22 +76,26 @@ def restore(manager: ocp.CheckpointManager, step: int, abstract_state: Any,
             base_key: jax.Array) -> tuple[Any, jax.Array]:
   """Restores (state, base key) at `step` onto the shardings of `abstract_state`."""
   target = {"state": abstract_state,
-            "base_key": jax.eval_shape(jax.random.key_data, base_key)}
+            "base_key": np.asarray(jax.random.key_data(base_key))}
   restored = manager.restore(step, args=ocp.args.StandardRestore(target))
   return restored["state"], jax.random.wrap_key_data(restored["base_key"])
 
 
 def write_config(workdir: str, config: ml_collections.ConfigDict) -> None:
   """Stores the run's config next to its checkpoints (sample and evaluate read it back)."""
-  os.makedirs(workdir, exist_ok=True)
-  write_bytes_atomic(os.path.join(workdir, CONFIG_FILE), config.to_json(indent=2).encode())
+  write_file(join(workdir, CONFIG_FILE), config.to_json(indent=2).encode())
 
 
 def read_config(workdir: str) -> ml_collections.ConfigDict:
   """Reads the config a run in `workdir` was trained with; UserError if there is none."""
-  path = os.path.join(workdir, CONFIG_FILE)
-  if not os.path.isfile(path):
+  path = join(workdir, CONFIG_FILE)
+  if is_url(path):
+    import tensorflow as tf  # Only URL workdirs need it.
+    exists, opener = tf.io.gfile.exists, tf.io.gfile.GFile
+  else:
+    exists, opener = os.path.isfile, open
+  if not exists(path):
     raise UserError(f"no training run in {workdir!r}: {CONFIG_FILE} is missing "
                     "(train first with python -m aigc_jax.train --workdir=...)")
-  with open(path) as f:
+  with opener(path) as f:
     return ml_collections.ConfigDict(json.load(f))

@@ -2,6 +2,9 @@
 
 `train_and_evaluate(config, workdir)` is the library entry point (usable from
 Colab); `python -m aigc_jax.train --config=configs/NAME.py --workdir=DIR` is the CLI.
+With several processes (`--distributed`, or detected on a TPU pod or under SLURM) every
+process runs this same loop on its slice of the data; checkpoints are written by all of them
+together, while only process 0 writes logs, TensorBoard events, config.json and sample grids.
 """
 
 from __future__ import annotations
@@ -78,20 +81,42 @@ def _check_finite(metrics: dict[str, float], step: int, last_good: int | None) -
 def _write_samples(config, trainer, state, keys, workdir, step, writer) -> str | None:
   if not hasattr(trainer, "generate"):
     return None
+  # Every process takes part in generating (the state spans all of them); only process 0 writes.
   samples = jax.device_get(trainer.generate(config, state, keys["sample"], config.train.num_sample_images))
-  grid = images.make_grid(np.asarray(samples))
-  writer.write_images(step, {"samples": grid[None]})
   if jax.process_index() != 0:
     return None
-  path = os.path.join(workdir, "samples", f"step_{step:08d}.png")
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  images.save_png(path, images.upscale_for_display(grid))
+  grid = images.make_grid(np.asarray(samples))
+  writer.write_images(step, {"samples": grid[None]})
+  path = checkpoints.join(workdir, "samples", f"step_{step:08d}.png")
+  checkpoints.write_file(path, images.encode_png(images.upscale_for_display(grid)))
   return path
+
+
+def _create_writer(workdir: str, config: ml_collections.ConfigDict, start_step: int):
+  """TensorBoard + log writer on process 0 (with the config as text); a silent one elsewhere."""
+  from clu import metric_writers  # Heavy import kept off library import.
+  if jax.process_index() != 0:
+    return metric_writers.MultiWriter([])
+  writer = metric_writers.create_default_writer(workdir)
+  if start_step == 0:
+    writer.write_hparams({k: str(v) for k, v in config.to_dict().items()})
+  # Markdown code block: TensorBoard's text tab would otherwise reflow the JSON.
+  writer.write_texts(start_step, {"config": "```\n" + config.to_json(indent=2) + "\n```"})
+  return writer
+
+
+def _progress_bar(num_steps: int, start_step: int):
+  """A tqdm bar on process 0 (a widget in notebooks, text in a terminal); None elsewhere."""
+  if jax.process_index() != 0:
+    return None
+  from tqdm.auto import tqdm
+  return tqdm(total=num_steps, initial=start_step, unit=" steps", file=sys.stderr,
+              mininterval=1.0, dynamic_ncols=True)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Any:
   """Trains `config` in `workdir`, resuming from its latest checkpoint; returns the final state."""
-  from clu import metric_writers, periodic_actions  # Heavy imports kept off library import.
+  from clu import periodic_actions  # Heavy import kept off library import.
 
   config_lib.validate(config, jax.device_count())
   trainer = trainers.get_trainer(config)
@@ -107,15 +132,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Any:
   if jax.process_index() == 0:
     checkpoints.write_config(workdir, config)
 
-  writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
-  if start_step == 0:
-    writer.write_hparams({k: str(v) for k, v in config.to_dict().items()})
+  writer = _create_writer(workdir, config, start_step)
   train_step = compile_train_step(config, mesh, state_sharding)
   batches = data.create_train_iterator(config, mesh, start_step=start_step)
   k = config.train.steps_per_dispatch
   num_steps = config.train.num_steps
   hooks = [periodic_actions.ReportProgress(num_train_steps=num_steps, writer=writer,
-                                           every_steps=config.train.log_every)]
+                                           every_steps=config.train.log_every)
+           ] if jax.process_index() == 0 else []
+  bar = _progress_bar(num_steps, start_step)
   pending: list[dict] = []  # device metrics since the last log: fetched together, no per-step sync
 
   def flush(step: int) -> None:
@@ -126,6 +151,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Any:
     pending.clear()
     _check_finite(means, step, last_good)
     writer.write_scalars(step, means)
+    if bar is not None:
+      bar.set_postfix({k_: f"{v:.4g}" for k_, v in means.items()}, refresh=False)
 
   sample_path = None
   with batches:
@@ -134,6 +161,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Any:
       pending.append(metrics)
       for hook in hooks:
         hook(step)
+      if bar is not None:
+        bar.update(k)
       if step % config.train.log_every == 0 or step % config.train.checkpoint_every == 0 or step == num_steps:
         flush(step)
       if step % config.train.checkpoint_every == 0 or step == num_steps:
@@ -145,6 +174,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Any:
         from aigc_jax import evaluate  # Evaluation pulls in feature extractors: load only when asked.
         writer.write_scalars(step, evaluate.evaluate_during_training(config, state, workdir, step))
 
+  if bar is not None:
+    bar.close()
   writer.flush()
   manager.close()
   if sample_path:
@@ -153,10 +184,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Any:
 
 
 def main(argv) -> None:
-  """CLI: parse flags and call train_and_evaluate."""
+  """CLI: start the multi-controller runtime if asked or detected, then train_and_evaluate."""
   del argv
   from absl import flags
   FLAGS = flags.FLAGS
+  parallel.initialize_distributed(FLAGS.distributed, FLAGS.coordinator_address,
+                                  FLAGS.num_processes, FLAGS.process_id)
   if FLAGS.config is None:
     raise UserError("--config is required (e.g. --config=configs/quickstart.py)")
   if not FLAGS.workdir:
@@ -169,7 +202,17 @@ def _define_flags() -> None:
   from ml_collections import config_flags
   config_flags.DEFINE_config_file("config", None, "Path to a config file (configs/NAME.py); "
                                   "override keys with --config.section.key=value.", lock_config=True)
-  flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and sample grids.")
+  flags.DEFINE_string("workdir", None, "Directory (local or gs://) for checkpoints, logs and "
+                      "sample grids; an existing run there is resumed.")
+  flags.DEFINE_bool("distributed", None, "Start jax.distributed (multi-host): --distributed "
+                    "always, --nodistributed never; unset, when --coordinator_address is given "
+                    "or JAX detects a cluster (TPU pod, SLURM, Open MPI).")
+  flags.DEFINE_string("coordinator_address", None, "Multi-host: host:port of process 0's "
+                      "coordinator (default: detected by JAX).")
+  flags.DEFINE_integer("num_processes", None, "Multi-host: number of processes (default: "
+                       "detected by JAX).")
+  flags.DEFINE_integer("process_id", None, "Multi-host: this process's index, 0 .. "
+                       "num_processes-1 (default: detected by JAX).")
 
 
 if __name__ == "__main__":
