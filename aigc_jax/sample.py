@@ -1,8 +1,11 @@
 """Sampling: image grids from a trained checkpoint, and rule-based images without one.
 
-Library: `load_run(workdir, step)`, `latents_from_seeds`, `slerp`.
-CLI: `python -m aigc_jax.sample --workdir=DIR --seeds=0-63 --out=grid.png`
-(`--mode=generate|reconstruct|interpolate|rule|noise`; see --help).
+Library: `load_run(workdir, step)`, `latents_from_seeds`, `truncate`, `slerp`, `run`.
+CLI: `python -m aigc_jax.sample --workdir=DIR --seeds=0-63 --out=grid.png`, or
+`--model=dcgan_mnist` (also `cgan_mnist`, `vae_mnist`) for a shipped pretrained model
+(`--mode=generate|reconstruct|interpolate|rule|noise`, `--class`, `--trunc`; see --help).
+For a VAE, `--mode=interpolate --seeds=3,7` encodes images 3 and 7 of the run's evaluation
+split and decodes the straight line between their posterior means.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from aigc_jax import checkpoints, images, trainers
+from aigc_jax import checkpoints, config as config_lib, images, trainers
 from aigc_jax.errors import UserError
 
 MODES = ("generate", "reconstruct", "interpolate", "rule", "noise")
@@ -39,7 +42,7 @@ def parse_seeds(spec: str) -> list[int]:
 
 def load_run(workdir: str, step: int | None = None) -> tuple[ml_collections.ConfigDict, Any, int]:
   """Loads (config, state, step) from a run's checkpoint: the latest, or `step`."""
-  config = checkpoints.read_config(workdir)
+  config = config_lib.complete(checkpoints.read_config(workdir))
   if not os.path.isdir(checkpoints.checkpoint_dir(workdir)):
     raise UserError(f"no checkpoint in {workdir!r}")
   manager = checkpoints.create_manager(workdir, read_only=True)
@@ -64,6 +67,11 @@ def load_run(workdir: str, step: int | None = None) -> tuple[ml_collections.Conf
 def latents_from_seeds(seeds: Sequence[int], latent_dim: int) -> jax.Array:
   """One standard-normal latent per seed, so a seed names the same image in any grid."""
   return jnp.stack([jax.random.normal(jax.random.key(s), (latent_dim,)) for s in seeds])
+
+
+def truncate(z: jax.Array, psi: float) -> jax.Array:
+  """The truncation trick for a N(0, I) prior: z moved towards its mean 0, z' = psi * z."""
+  return psi * z
 
 
 def slerp(a: jax.Array, b: jax.Array, t: jax.Array) -> jax.Array:
@@ -95,13 +103,41 @@ def _labels(config, class_idx: int | None, num: int) -> jax.Array | None:
   return jnp.full((num,), class_idx, jnp.int32)
 
 
-def run(mode: str, out: str, *, workdir: str | None = None, step: int | None = None,
-        seeds: str = "0-63", class_idx: int | None = None, num: int = 16, frames: int = 10,
-        input_path: str | None = None, transform: str = "", seed: int = 0, size: int = 64,
-        channels: int = 3) -> str:
+def _load(workdir: str | None, model: str | None, step: int | None, mode: str):
+  if workdir and model:
+    raise UserError("give --workdir (a training run) or --model (a shipped model), not both")
+  if model:
+    from aigc_jax import pretrained
+    return pretrained.load(model)
+  if not workdir:
+    raise UserError(f"--mode={mode} needs --workdir=DIR of a training run or --model=NAME")
+  config, state, _ = load_run(workdir, step)
+  return config, state
+
+
+def _interpolate_encoded(config, state, trainer, seed_list: list[int], frames: int,
+                         labels: jax.Array | None) -> jax.Array:
+  """Decodes the line between the posterior means of two evaluation images (indices from --seeds)."""
+  from aigc_jax import data
+  pictures, classes = data.load_examples(config.data, config.data.eval_split, max(seed_list[:2]) + 1)
+  index = np.asarray(seed_list[:2])
+  own = jnp.asarray(classes[index]) if config.model.num_classes else None
+  ends = trainer.encode(config, state, jnp.asarray(pictures[index]), own)
+  if own is not None and labels is None:
+    labels = jnp.full((frames,), own[0])  # Decode with the first image's class unless --class says.
+  t = jnp.linspace(0.0, 1.0, frames)[:, None]
+  return trainer.generate(config, state, None, frames, labels, z=(1 - t) * ends[0] + t * ends[1])
+
+
+def run(mode: str, out: str, *, workdir: str | None = None, model: str | None = None,
+        step: int | None = None, seeds: str = "0-63", class_idx: int | None = None, num: int = 16,
+        frames: int = 10, trunc: float = 1.0, input_path: str | None = None, transform: str = "",
+        seed: int = 0, size: int = 64, channels: int = 3) -> str:
   """Runs one sampling mode and writes `out`; returns the path written."""
   if mode not in MODES:
     raise UserError(f"--mode={mode!r} is not valid: choose one of {', '.join(MODES)}")
+  if not 0 <= trunc <= 1:
+    raise UserError(f"--trunc={trunc} is not valid: the truncation psi must be in [0, 1] (1: off)")
   images.check_writable(out)
   if mode == "rule":
     from aigc_jax import transforms
@@ -117,31 +153,35 @@ def run(mode: str, out: str, *, workdir: str | None = None, step: int | None = N
     _write(out, np.asarray(result))
     return out
 
-  if not workdir:
-    raise UserError(f"--mode={mode} needs --workdir=DIR of a training run")
   seed_list = parse_seeds(seeds)
-  config, state, _ = load_run(workdir, step)
+  config, state = _load(workdir, model, step, mode)
   trainer = trainers.get_trainer(config)
   if not hasattr(trainer, "generate"):
     raise UserError(f"the run in {workdir!r} is a {config.model.family}, which does not generate images")
   if mode == "generate":
-    z = latents_from_seeds(seed_list, config.model.latent_dim)
+    z = truncate(latents_from_seeds(seed_list, config.model.latent_dim), trunc)
     result = trainer.generate(config, state, None, len(seed_list), _labels(config, class_idx, len(seed_list)), z=z)
     _write(out, np.asarray(result))
   elif mode == "reconstruct":
     if config.model.family != "vae":
       raise UserError("--mode=reconstruct needs a VAE run")
     from aigc_jax import data
-    originals = jnp.asarray(data.load_images(config.data, config.data.eval_split, num))
-    recon = trainer.reconstruct(config, state, originals)
+    pictures, classes = data.load_examples(config.data, config.data.eval_split, num)
+    originals = jnp.asarray(pictures)
+    recon = trainer.reconstruct(config, state, originals,
+                                jnp.asarray(classes) if config.model.num_classes else None)
     pairs = np.stack([np.asarray(originals), np.asarray(recon)], axis=1).reshape(-1, *originals.shape[1:])
     _write(out, pairs, ncols=2 * int(np.ceil(np.sqrt(num))))
   else:  # interpolate
     if len(seed_list) < 2:
       raise UserError("--mode=interpolate needs two seeds, e.g. --seeds=3,7")
-    z = latents_from_seeds(seed_list[:2], config.model.latent_dim)
-    path = slerp(z[0], z[1], jnp.linspace(0.0, 1.0, frames))
-    result = trainer.generate(config, state, None, frames, _labels(config, class_idx, frames), z=path)
+    labels = _labels(config, class_idx, frames)
+    if config.model.family == "vae":
+      result = _interpolate_encoded(config, state, trainer, seed_list, frames, labels)
+    else:
+      z = truncate(latents_from_seeds(seed_list[:2], config.model.latent_dim), trunc)
+      path = slerp(z[0], z[1], jnp.linspace(0.0, 1.0, frames))
+      result = trainer.generate(config, state, None, frames, labels, z=path)
     _write(out, np.asarray(result), ncols=frames)
   return out
 
@@ -151,8 +191,8 @@ def main(argv) -> None:
   del argv
   from absl import flags
   F = flags.FLAGS
-  path = run(F.mode, F.out, workdir=F.workdir, step=F.step, seeds=F.seeds,
-             class_idx=getattr(F, "class"), num=F.num, frames=F.frames, input_path=F.input,
+  path = run(F.mode, F.out, workdir=F.workdir, model=F.model, step=F.step, seeds=F.seeds,
+             class_idx=getattr(F, "class"), num=F.num, frames=F.frames, trunc=F.trunc, input_path=F.input,
              transform=F.transform, seed=F.seed, size=F.size, channels=F.channels)
   print(f"wrote {path}", file=sys.stderr)
 
@@ -162,6 +202,9 @@ def _define_flags() -> None:
   flags.DEFINE_enum("mode", "generate", MODES, "What to write: samples, VAE reconstructions, a "
                     "latent interpolation, rule-based variants of --input, or procedural noise images.")
   flags.DEFINE_string("workdir", None, "Training run directory (generate, reconstruct, interpolate).")
+  flags.DEFINE_string("model", None, "A shipped pretrained model instead of --workdir: dcgan_mnist, "
+                      "cgan_mnist or vae_mnist.")
+  flags.DEFINE_float("trunc", 1.0, "Truncation psi in [0, 1]: latents are scaled by psi (1: off).")
   flags.DEFINE_integer("step", None, "Checkpoint step to load (default: the latest).")
   flags.DEFINE_string("seeds", "0-63", "Seeds, one image each: ranges and lists, e.g. 0-63 or 1,5,9.")
   flags.DEFINE_integer("class", None, "Class to sample from a class-conditional model.")

@@ -14,6 +14,7 @@ def get_config():
   config.model.latent_dim = 16
   config.model.width = 32
   config.vae.likelihood = "bernoulli"
+  config.vae.kl_warmup_steps = 1000
   config.train.batch_size = 128
   config.train.learning_rate = 1e-3
   config.train.b1 = 0.9

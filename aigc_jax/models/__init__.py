@@ -34,4 +34,5 @@ def build_vae(config: ml_collections.ConfigDict) -> ConvVAE:
   """Returns the conv VAE the config describes."""
   return ConvVAE(latent_dim=config.model.latent_dim, width=config.model.width,
                  image_size=config.data.image_size, channels=config.data.channels,
-                 num_classes=config.model.num_classes, dtype=compute_dtype(config))
+                 num_classes=config.model.num_classes, learn_std=config.vae.learn_decoder_std,
+                 init_std=config.vae.decoder_std, dtype=compute_dtype(config))

@@ -6,12 +6,15 @@ posterior mean and log-variance. The decoder mirrors the DCGAN generator
 (`ConvTransposeFromVector` then `ConvTranspose2x` stages, ReLU between) without
 batch norm, so encode/decode need no mutable state. Its output is per-pixel and
 unconstrained: Bernoulli logits or a Gaussian mean, as the trainer's likelihood
-reads it. Conditional models (`num_classes > 0`) concatenate a class embedding to
+reads it. With `learn_std`, the module also holds one scalar parameter
+`decoder_log_std` (the Gaussian likelihood's log standard deviation, initialised
+to log(`init_std`)). Conditional models (`num_classes > 0`) concatenate a class embedding to
 the encoder's features and to z.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import flax.linen as nn
@@ -30,6 +33,8 @@ class ConvVAE(nn.Module):
   image_size: int
   channels: int
   num_classes: int = 0
+  learn_std: bool = False
+  init_std: float = 0.1
   dtype: Any = jnp.float32
 
   def setup(self) -> None:
@@ -43,6 +48,9 @@ class ConvVAE(nn.Module):
     self.to_pixels = ConvTranspose2x(self.channels, dtype=self.dtype)
     if self.num_classes:
       self.embed = nn.Embed(self.num_classes, self.latent_dim)
+    if self.learn_std:
+      self.decoder_log_std = self.param("decoder_log_std", nn.initializers.constant(math.log(self.init_std)),
+                                        (), jnp.float32)
 
   def _with_labels(self, h: jax.Array, labels: jax.Array | None) -> jax.Array:
     if not self.num_classes:

@@ -1,5 +1,6 @@
-"""GAN trainer: losses against hand-computed values, one sharded step equals the unsharded step,
-and training is deterministic."""
+"""GAN trainer: losses and regularisers against hand-computed values and finite differences, EMA
+against its formula, one sharded step equals the unsharded step, training is deterministic, and
+each option trains without NaN."""
 
 import jax
 import jax.numpy as jnp
@@ -22,6 +23,7 @@ def _softplus(x):
     ("hinge", np.maximum(0, 1 - REAL).mean() + np.maximum(0, 1 + FAKE).mean(), -FAKE.mean()),
     ("least_squares", 0.5 * (((REAL - 1) ** 2).mean() + (FAKE ** 2).mean()),
      0.5 * ((FAKE - 1) ** 2).mean()),
+    ("wgan_gp", FAKE.mean() - REAL.mean(), -FAKE.mean()),
 ])
 def test_losses_match_hand_computed_values(kind, d_expected, g_expected):
   np.testing.assert_allclose(gan.discriminator_loss(kind, jnp.asarray(REAL), jnp.asarray(FAKE)),
@@ -83,3 +85,94 @@ def test_same_seed_same_parameters_bitwise_and_training_moves_them():
   init = jax.device_get(gan.init_state(config, train._keys(config.seed)["init"]))
   moved = [not np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a.g_params), jax.tree.leaves(init.g_params))]
   assert all(moved)
+
+
+W = np.random.default_rng(3).normal(size=(3, 3, 1))
+
+
+def _critic(x):
+  """A smooth per-example 'discriminator' [N,3,3,1] -> [N] with input gradients that vary by example."""
+  return jnp.sum(jnp.sin(x) * W + 0.5 * x ** 2, axis=(1, 2, 3))
+
+
+def _fd_sq_norms(x, h=1e-5):
+  """Central finite-difference ||grad _critic||^2 per example, in float64 numpy."""
+  f = lambda v: np.sum(np.sin(v) * W + 0.5 * v ** 2, axis=(1, 2, 3))
+  grads = np.zeros_like(x)
+  for idx in np.ndindex(*x.shape[1:]):
+    e = np.zeros_like(x)
+    e[(slice(None),) + idx] = h
+    grads[(slice(None),) + idx] = (f(x + e) - f(x - e)) / (2 * h)
+  return np.sum(grads ** 2, axis=(1, 2, 3))
+
+
+def test_r1_and_gradient_penalty_equal_finite_difference_gradient_norms():
+  x = np.random.default_rng(4).uniform(-1, 1, (4, 3, 3, 1))
+  sq = _fd_sq_norms(x)
+  np.testing.assert_allclose(gan.r1_penalty(_critic, jnp.asarray(x, jnp.float32)), sq.mean(), rtol=1e-4)
+  # With real == fake every interpolate is x itself, whatever eps is drawn.
+  gp = gan.gradient_penalty(_critic, jax.random.key(0), jnp.asarray(x, jnp.float32), jnp.asarray(x, jnp.float32))
+  np.testing.assert_allclose(gp, np.mean((np.sqrt(sq) - 1) ** 2), rtol=1e-4)
+
+
+def test_gradient_penalty_is_taken_at_interpolates():
+  real, fake = np.ones((2, 3, 3, 1)), -np.ones((2, 3, 3, 1))
+  key = jax.random.key(7)
+  gp = gan.gradient_penalty(_critic, key, jnp.asarray(real, jnp.float32), jnp.asarray(fake, jnp.float32))
+  eps = np.asarray(jax.random.uniform(key, (2, 1, 1, 1)))
+  x_hat = eps * real + (1 - eps) * fake
+  np.testing.assert_allclose(gp, np.mean((np.sqrt(_fd_sq_norms(x_hat)) - 1) ** 2), rtol=1e-4)
+
+
+def test_ema_decay_follows_stylegan2_ada_formula():
+  # Ramp-up: the half-life is capped at images_seen * rampup.
+  np.testing.assert_allclose(gan.ema_decay(jnp.asarray(1000), 64, 5000, 0.05), 0.5 ** (64 / 50), rtol=1e-6)
+  np.testing.assert_allclose(gan.ema_decay(jnp.asarray(10 ** 6), 64, 5000, 0.05), 0.5 ** (64 / 5000), rtol=1e-6)
+  np.testing.assert_allclose(gan.ema_decay(jnp.asarray(0), 64, 5000, 0.0), 0.5 ** (64 / 5000), rtol=1e-6)
+  assert float(gan.ema_decay(jnp.asarray(0), 64, 5000, 0.05)) == 0.0
+
+
+def test_ema_parameters_follow_the_formula_over_steps():
+  config = tiny_gan_config()
+  config.gan.ema_half_life_images = 100
+  config.gan.ema_rampup = 0.5
+  n = config.train.batch_size
+  step = jax.jit(gan.make_train_step(config))
+  s0 = gan.init_state(config, jax.random.key(0))
+  s1, _ = step(s0, tiny_batch(config, 0), jax.random.key(1))
+  s2, _ = step(s1, tiny_batch(config, 1), jax.random.key(2))
+  # Step 0 has seen no images: beta = 0, the EMA is a copy of the new weights.
+  assert_trees_close(s1.g_ema_params, s1.g_params, rtol=1e-6)
+  beta = 0.5 ** (n / min(100, n * 0.5))
+  expected = jax.tree.map(lambda e, p: beta * np.asarray(e, np.float64) + (1 - beta) * np.asarray(p, np.float64),
+                          s1.g_ema_params, s2.g_params)
+  assert_trees_close(s2.g_ema_params, expected, rtol=1e-5)
+  assert not np.allclose(jax.tree.leaves(s2.g_ema_params)[0], jax.tree.leaves(s2.g_params)[0])
+  # Sampling uses the EMA weights.
+  z = jnp.ones((2, config.model.latent_dim))
+  np.testing.assert_allclose(gan.generate(config, s2, None, 2, z=z),
+                             gan.generate(config, s2.replace(g_params=s2.g_ema_params), None, 2, z=z), atol=1e-6)
+
+
+@pytest.mark.parametrize("overrides", [
+    {"gan.loss": "wgan_gp", "model.d_norm": "spectral", "gan.n_critic": 2, "gan.augment": "diffaugment"},
+    {"gan.loss": "hinge", "gan.r1_gamma": 1.0, "gan.r1_every": 2, "gan.augment": "ada",
+     "gan.ada_speed_images": 160, "model.num_classes": 10, "gan.ema_half_life_images": 500},
+])
+def test_each_option_trains_without_nan_and_reports_its_metrics(overrides):
+  config = tiny_gan_config()
+  for key, value in overrides.items():
+    section, name = key.split(".")
+    config[section][name] = value
+  config_lib.validate(config, num_devices=2)
+  state, metrics = run_steps(config, jax.devices()[:2], [tiny_batch(config, i) for i in range(3)])
+  assert all(np.isfinite(v) for v in jax.tree.leaves(metrics))
+  assert all(np.isfinite(v).all() for v in jax.tree.leaves(state))
+  if config.gan.loss == "wgan_gp":
+    assert metrics["gp"] > 0
+    assert "spectral" in state.d_collections
+  else:
+    # Step 2 is an R1 step (2 % r1_every == 0); ADA moved p by a multiple of batch / speed.
+    assert metrics["r1_penalty"] > 0
+    p = float(state.ada_p)
+    assert 0 <= p <= 1 and abs(p * 10 - round(p * 10)) < 1e-5
