@@ -179,3 +179,33 @@ def test_pytorch_dcgan_64px_param_counts():
   tg, td = _torch_dcgan(torch, 64, 100, 64, 3)
   assert sum(p.numel() for p in tg.parameters()) == 3_576_704
   assert sum(p.numel() for p in td.parameters()) == 2_765_568
+
+
+def test_power_iteration_converges_to_the_largest_singular_value():
+  from aigc_jax.models import normalization
+  w = np.random.default_rng(0).normal(size=(12, 5))
+  u = jnp.asarray(np.random.default_rng(1).normal(size=5), jnp.float32)
+  sigma, _ = normalization.spectral_norm(jnp.asarray(w, jnp.float32), u, num_steps=100)
+  np.testing.assert_allclose(sigma, np.linalg.svd(w, compute_uv=False)[0], rtol=1e-4)
+
+
+def test_spectral_discriminator_kernels_reach_unit_norm_and_u_lives_in_its_collection():
+  from aigc_jax.models import normalization
+  conv = normalization.SpectralConv(6, (3, 3), padding="VALID")
+  x = jnp.asarray(np.random.default_rng(2).normal(size=(2, 5, 5, 4)), jnp.float32)
+  variables = conv.init(jax.random.key(0), x, train=False)
+  kernel = np.asarray(variables["params"]["kernel"], np.float64)
+  top = np.linalg.svd(kernel.reshape(-1, 6), compute_uv=False)[0]
+  _, unchanged = conv.apply(variables, x, train=False, mutable=["spectral"])
+  np.testing.assert_array_equal(unchanged["spectral"]["u"], variables["spectral"]["u"])
+  step = jax.jit(lambda v: conv.apply(v, x, train=True, mutable=["spectral"]))
+  for _ in range(30):  # One power-iteration step per training call, carried in the collection.
+    y, updated = step(variables)
+    variables = {**variables, **updated}
+  # The layer equals a plain convolution with kernel / sigma_max(kernel).
+  expected = jax.lax.conv_general_dilated(x, jnp.asarray(kernel / top, jnp.float32), (1, 1), "VALID",
+                                          dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  np.testing.assert_allclose(y, expected, rtol=1e-3, atol=1e-4)
+  d = dcgan.Discriminator(image_size=16, width=4, norm="spectral")
+  dv = d.init(jax.random.key(1), jnp.zeros((1, 16, 16, 1)), train=False)
+  assert set(dv) == {"params", "spectral"} and len(dv["spectral"]) == 3

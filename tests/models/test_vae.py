@@ -69,3 +69,12 @@ def test_bfloat16_compute_keeps_float32_params_and_outputs():
   out32 = _forward(ConvVAE(latent_dim=3, width=4, image_size=8, channels=1), variables, x, key,
                    None)[0]
   assert float(jnp.abs(out - out32).max()) < 0.1 * float(jnp.abs(out32).max())
+
+
+def test_learned_std_is_one_scalar_parameter_initialised_to_log_std():
+  vae = ConvVAE(latent_dim=2, width=2, image_size=8, channels=1, learn_std=True, init_std=0.3)
+  params = vae.init(jax.random.key(0), _images(1, 8, 1), jax.random.key(1))["params"]
+  assert params["decoder_log_std"].shape == ()
+  np.testing.assert_allclose(params["decoder_log_std"], np.log(0.3), rtol=1e-6)
+  plain = ConvVAE(latent_dim=2, width=2, image_size=8, channels=1)
+  assert "decoder_log_std" not in plain.init(jax.random.key(0), _images(1, 8, 1), jax.random.key(1))["params"]
