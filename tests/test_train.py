@@ -8,7 +8,7 @@ import jax
 import numpy as np
 import pytest
 
-from aigc_jax import sample, train
+from aigc_jax import checkpoints, sample, train
 from aigc_jax.errors import UserError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -86,3 +86,31 @@ def test_divergence_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_p
                                            "gan.d_learning_rate": 1e30}), workdir)
   _, _, step = sample.load_run(workdir)
   assert step == 10
+
+
+def _tensorboard_tags(workdir):
+  """Tag -> plugin name of every summary in the run's event files, read with TensorFlow."""
+  import tensorflow as tf
+  tags = {}
+  for path in tf.io.gfile.glob(os.path.join(workdir, "events.out.tfevents.*")):
+    for event in tf.compat.v1.train.summary_iterator(path):
+      for value in event.summary.value:
+        tags[value.tag] = value.metadata.plugin_data.plugin_name
+  return tags
+
+
+def test_tensorboard_has_scalars_sample_grids_and_the_config(run_20_steps):
+  tags = _tensorboard_tags(run_20_steps)
+  assert {tags[t] for t in ("d_loss", "g_loss", "steps_per_sec")} == {"scalars"}
+  assert tags["samples"] == "images"
+  assert tags["config"] == "text"
+
+
+def test_workdir_files_round_trip_through_a_url_filesystem():
+  import tensorflow as tf
+  config = quickstart()
+  checkpoints.write_config("ram://run", config)
+  checkpoints.write_file("ram://run/samples/a.png", b"png")
+  assert checkpoints.read_config("ram://run").to_dict() == config.to_dict()
+  assert tf.io.gfile.GFile("ram://run/samples/a.png", "rb").read() == b"png"
+  assert checkpoints.checkpoint_dir("ram://run") == "ram://run/checkpoints"
