@@ -38,3 +38,29 @@ def test_bad_values_name_the_key_and_allowed_values(overrides, message):
 def test_global_batch_must_divide_over_devices():
   with pytest.raises(UserError, match=r"divisible by the device count \(8\)"):
     config_lib.validate(_config(train__batch_size=12), num_devices=8)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"gan__augment": "mixup"}, "gan.augment='mixup'"),
+    ({"gan__diffaugment": "translation,rotate"}, "gan.diffaugment"),
+    ({"gan__n_critic": 0}, "gan.n_critic=0"),
+    ({"gan__r1_every": 0}, "gan.r1_every=0"),
+    ({"gan__r1_gamma": -1.0}, "gan.r1_gamma"),
+    ({"gan__ema_half_life_images": -5}, "gan.ema_half_life_images"),
+    ({"gan__ada_target": 1.5}, "gan.ada_target"),
+    ({"gan__loss": "wgan_gp"}, "model.d_norm='batch'"),
+    ({"model__d_norm": "layer"}, "spectral"),
+    ({"vae__learn_decoder_std": True}, "vae.learn_decoder_std"),
+    ({"vae__kl_warmup_steps": -1}, "vae.kl_warmup_steps"),
+])
+def test_bad_quality_options_name_the_key(overrides, message):
+  with pytest.raises(UserError, match=message.replace(".", r"\.")):
+    config_lib.validate(_config(**overrides))
+
+
+def test_complete_fills_keys_an_older_run_lacks():
+  old = config_lib.base_config()
+  del old.gan["augment"]
+  old.gan.loss = "hinge"
+  full = config_lib.complete(old)
+  assert full.gan.augment == "none" and full.gan.loss == "hinge"
