@@ -2,15 +2,16 @@
 
 Cases: the pytorch/examples DCGAN at 64x64 (configs/dcgan_celeba64.py at batch 64), the conv VAE
 at 64x64 (configs/vae_cifar10.py at 64 px, batch 64), and the 28x28 MNIST configs
-(configs/dcgan_mnist.py, configs/vae_mnist.py, batch 128). The JAX side is the real training code:
+(configs/dcgan_mnist.py, configs/vae_mnist.py, at their own batch sizes). The JAX side is the real training code:
 `train.init_state` + `train.compile_train_step` (jitted, donated state, the config's
 `steps_per_dispatch`). The PyTorch side builds the same architecture (layer for layer, same
-parameter count, which the script checks), the same batch and the same optimiser and loss, and runs
-the same update order (D on real and detached fake, then G through one shared G forward, as in
-pytorch/examples). Each repeat times every case's JAX and PyTorch steps back to back, so machine
-load hits both alike; medians after warm-up are reported. Peak RSS is measured per case and
-framework in a fresh subprocess (ru_maxrss after compile and a few steps). Input-pipeline img/s
-(`benchmarks/input_pipeline.py`'s host batches, 28x28 and 64x64) is compared with the train step.
+parameter count, which the script checks), the same batch, optimiser and loss (and generator EMA
+when the config has one), and the same update order (D on real and detached fake, then G through
+one shared G forward, as in pytorch/examples). Each repeat times every case's JAX and PyTorch steps
+back to back, so machine load hits both alike; medians after warm-up are reported. Peak RSS is
+measured per case and framework in a fresh subprocess: the peak over the RSS after imports, through
+compile and a few steps. Input-pipeline img/s (`benchmarks/input_pipeline.py`'s host batches,
+28x28 and 64x64) is compared with the train step.
 
   python -m benchmarks.train_step [--quick] [--repeats=5] [--steps=4] [--compute_dtype=bfloat16]
 """
@@ -19,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -112,6 +112,9 @@ def _torch_dcgan(config):
   real = torch.from_numpy(_images(config).transpose(0, 3, 1, 2).copy())
   n = real.shape[0]
   ones, zeros = torch.ones(n), torch.zeros(n)
+  g_params = list(g.parameters())
+  ema = [p.detach().clone() for p in g_params] if config.gan.ema_half_life_images > 0 else None
+  ema_beta = 0.5 ** (n / config.gan.ema_half_life_images) if ema else 0.0
 
   def step() -> None:
     d.zero_grad()
@@ -123,6 +126,9 @@ def _torch_dcgan(config):
     g_loss = loss(d(fake).view(-1), ones)
     g_loss.backward()
     g_opt.step()
+    if ema:
+      with torch.no_grad():
+        torch._foreach_lerp_(ema, g_params, 1.0 - ema_beta)  # pylint: disable=protected-access
 
   return step, sum(p.numel() for p in (*g.parameters(), *d.parameters()))
 
@@ -189,11 +195,21 @@ def _peak_rss_mib(framework: str, case: str, compute_dtype: str) -> float:
   return float(out.stdout.split()[-1])
 
 
+def _proc_status_mib(field: str) -> float:
+  with open("/proc/self/status", encoding="ascii") as f:
+    return next(int(line.split()[1]) for line in f if line.startswith(field + ":")) / 1024
+
+
 def _rss_child(framework: str, case: str, compute_dtype: str) -> None:
+  """Prints peak RSS minus the RSS after imports (which TensorFlow and torch dominate)."""
+  if framework == "torch":
+    import torch  # pylint: disable=import-outside-toplevel,unused-import
   config = _configs(compute_dtype)[case]
+  baseline = _proc_status_mib("VmRSS")
   run = (_jax_runner if framework == "jax" else _torch_runner)(config)[0]
   run(3 * config.train.steps_per_dispatch)
-  print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+  # VmHWM, not ru_maxrss: the latter survives exec, so it would include the parent's peak.
+  print(_proc_status_mib("VmHWM") - baseline)
 
 
 def _seconds(fn, steps: int) -> float:
@@ -234,7 +250,7 @@ def main() -> None:
   cases = _configs(args.compute_dtype)
   if args.quick:
     cases = {name: c for name, c in cases.items() if "28x28" in name}
-    args.repeats, args.steps = 1, 2
+    args.repeats, args.steps = min(args.repeats, 1), 2
   if args.cases:
     cases = {n: c for n, c in cases.items() if any(n.startswith(p) for p in args.cases.split(","))}
   print(f"jax {jax.__version__} ({jax.devices()[0].device_kind}, {jax.device_count()} device), "
@@ -261,7 +277,7 @@ def main() -> None:
 
   print(f"\nmedian of {args.repeats} repeats x {args.steps} steps; load average after: {load:.2f}")
   print("| case | batch | JAX img/s | PyTorch img/s | JAX/PyTorch | JAX compile s | "
-        "XLA temp MiB | peak RSS MiB JAX / PyTorch |")
+        "XLA temp MiB | peak RSS over imports, MiB, JAX / PyTorch |")
   print("|---|---|---|---|---|---|---|---|")
   rates = {}
   for name, config in cases.items():
