@@ -1,0 +1,170 @@
+"""Model quality on real MNIST: trains GAN/VAE variants for a fixed budget and scores their samples.
+
+    python benchmarks/quality.py --mnist_dir=../shared/data/mnist --steps=3000 \
+        --variants=dcgan,hinge_sn,cgan --root=/tmp/quality [--write_results]
+
+Each variant is a config from configs/ plus overrides, trained on the MNIST test
+split (or its first 2,000 images for the `*_2k` data-efficiency variants) with
+`aigc_jax.train.train_and_evaluate` into ROOT/NAME; a finished run is only
+re-scored, so the script can be re-run to add variants. Samples are scored
+against the full MNIST test split with the shipped LeNet digit classifier
+(`--features=digits`): Frechet classifier distance (FCD: FID on its features),
+precision/recall (k=3), density/coverage (k=5), the fraction of samples it
+labels with confidence >= 0.9, the smallest and largest class share among the
+samples, and for conditional models the fraction classified as the class asked
+for. `--write_results` replaces the "## Model quality" section of
+benchmarks/RESULTS.md with the table.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import platform
+import re
+import sys
+import time
+
+import jax
+import ml_collections
+import numpy as np
+from absl import app, flags
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from aigc_jax import evaluate, train  # noqa: E402
+from aigc_jax.evaluation import features, pipeline  # noqa: E402
+
+SUBSET = "test[:2000]"
+# name: (config file, overrides). Budgets (steps) come from --steps.
+VARIANTS = {
+    "dcgan": ("dcgan_mnist", {}),
+    "dcgan_no_ema": ("dcgan_mnist", {"gan.ema_half_life_images": 0}),
+    "hinge_sn": ("dcgan_mnist", {"gan.loss": "hinge", "model.d_norm": "spectral"}),
+    "ns_r1": ("dcgan_mnist", {"model.d_norm": "none", "gan.r1_gamma": 1.0}),
+    "lsgan": ("dcgan_mnist", {"gan.loss": "least_squares"}),
+    "wgan_gp": ("dcgan_mnist", {"gan.loss": "wgan_gp", "model.d_norm": "none", "gan.n_critic": 2,
+                                "train.b1": 0.0, "train.b2": 0.9}),
+    "cgan": ("cgan_mnist", {}),
+    "dcgan_2k": ("dcgan_mnist", {"data.split": SUBSET}),
+    "dcgan_2k_diffaug": ("dcgan_mnist", {"data.split": SUBSET, "gan.augment": "diffaugment"}),
+    "dcgan_2k_ada": ("dcgan_mnist", {"data.split": SUBSET, "gan.augment": "ada"}),
+    "vae": ("vae_mnist", {}),
+}
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("mnist_dir", os.path.join(ROOT, "..", "shared", "data", "mnist"), "Folder of MNIST IDX files.")
+flags.DEFINE_list("variants", ["dcgan", "hinge_sn", "cgan", "dcgan_2k", "dcgan_2k_diffaug", "dcgan_2k_ada"],
+                  f"Variants to train and score: {', '.join(VARIANTS)}.")
+flags.DEFINE_integer("steps", 3000, "Training steps per variant (batch size from the config).")
+flags.DEFINE_integer("num_samples", 10_000, "Generated images scored per variant.")
+flags.DEFINE_string("root", "/tmp/aigc_quality", "Where the runs are kept.")
+flags.DEFINE_bool("write_results", False, "Replace the Model quality section of benchmarks/RESULTS.md.")
+
+
+def variant_config(name: str, mnist_dir: str, steps: int) -> ml_collections.ConfigDict:
+  """The config of variant `name` on the MNIST IDX files in `mnist_dir`, trained for `steps`."""
+  config_file, overrides = VARIANTS[name]
+  spec = importlib.util.spec_from_file_location(config_file, os.path.join(ROOT, "configs", f"{config_file}.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config()
+  config.data.dataset, config.data.manual_dir = "mnist_idx", os.path.abspath(mnist_dir)
+  config.data.split = config.data.eval_split = "test"
+  config.train.num_steps = steps
+  config.train.checkpoint_every = config.train.sample_every = steps
+  for key, value in overrides.items():
+    section, field = key.split(".")
+    config[section][field] = value
+  return config
+
+
+def class_scores(logits: np.ndarray, requested: np.ndarray | None, num_classes: int = 10) -> dict[str, float]:
+  """Confident fraction (max softmax >= 0.9), min/max class share, and accuracy on requested classes."""
+  logits = logits.astype(np.float64)
+  probs = np.exp(logits - logits.max(axis=1, keepdims=True))
+  probs /= probs.sum(axis=1, keepdims=True)
+  predicted = probs.argmax(axis=1)
+  shares = np.bincount(predicted, minlength=num_classes) / len(predicted)
+  out = {"confident_0.9": float(np.mean(probs.max(axis=1) >= 0.9)),
+         "min_class_share": float(shares.min()), "max_class_share": float(shares.max())}
+  if requested is not None:
+    out["conditional_accuracy"] = float(np.mean(predicted == requested))
+  return out
+
+
+def score(config: ml_collections.ConfigDict, state, num_samples: int, cache_dir: str) -> dict[str, float]:
+  """All quality numbers of a trained generator against the MNIST test split."""
+  extractor = features.get_extractor("digits")
+  generate_fn = evaluate.make_generate_fn(config, state, batch_size=500)
+  fake, labels = pipeline.generated_summary(extractor, generate_fn, jax.random.key(1), num_samples,
+                                            num_classes=config.model.num_classes)
+  reference = ml_collections.ConfigDict(config.data.to_dict())
+  reference.split = "test"
+  real = pipeline.reference_summary(extractor, reference, num_samples, cache_dir)
+  result = pipeline.compute_metrics(fake, real, labels)
+  result.update(class_scores(fake.logits, labels))
+  return result
+
+
+def run_variant(name: str) -> dict:
+  """Trains (or resumes) variant `name` and scores it; returns a table row."""
+  config = variant_config(name, FLAGS.mnist_dir, FLAGS.steps)
+  workdir = os.path.join(FLAGS.root, name)
+  start = time.perf_counter()
+  state = train.train_and_evaluate(config, workdir)
+  wall = time.perf_counter() - start
+  row = {"name": name, "steps": FLAGS.steps, "train_s": wall,
+         **score(config, state, FLAGS.num_samples, FLAGS.root)}
+  print(row, flush=True)
+  return row
+
+
+COLUMNS = (("FCD", "fid", "{:.2f}"), ("precision", "precision", "{:.3f}"), ("recall", "recall", "{:.3f}"),
+           ("density", "density", "{:.3f}"), ("coverage", "coverage", "{:.3f}"),
+           ("conf>=0.9", "confident_0.9", "{:.3f}"), ("min share", "min_class_share", "{:.3f}"),
+           ("max share", "max_class_share", "{:.3f}"), ("cond. acc", "conditional_accuracy", "{:.3f}"),
+           ("train s", "train_s", "{:.0f}"))
+
+
+def table(rows: list[dict]) -> str:
+  """A markdown table of the rows."""
+  lines = ["| variant | " + " | ".join(c for c, _, _ in COLUMNS) + " |",
+           "|---" * (len(COLUMNS) + 1) + "|"]
+  for row in rows:
+    cells = [fmt.format(row[key]) if key in row else "-" for _, key, fmt in COLUMNS]
+    lines.append(f"| {row['name']} | " + " | ".join(cells) + " |")
+  return "\n".join(lines)
+
+
+def write_section(text: str, path: str = os.path.join(ROOT, "benchmarks", "RESULTS.md")) -> None:
+  """Replaces (or appends) the '## Model quality' section of RESULTS.md."""
+  with open(path) as f:
+    content = f.read()
+  section = "## Model quality\n\n" + text.strip() + "\n"
+  pattern = re.compile(r"^## Model quality\n.*?(?=^## |\Z)", re.S | re.M)
+  content = pattern.sub(lambda _: section + "\n", content) if pattern.search(content) else (
+      content.rstrip("\n") + "\n\n" + section)
+  with open(path, "w") as f:
+    f.write(content)
+
+
+def main(argv) -> None:
+  del argv
+  unknown = [v for v in FLAGS.variants if v not in VARIANTS]
+  if unknown:
+    raise app.UsageError(f"unknown variants {unknown}; choose from {', '.join(VARIANTS)}")
+  rows = [run_variant(name) for name in FLAGS.variants]
+  text = (f"`python benchmarks/quality.py --steps={FLAGS.steps} --num_samples={FLAGS.num_samples} "
+          f"--variants={','.join(FLAGS.variants)}`: {platform.processor() or platform.machine()}, "
+          f"{os.cpu_count()} CPU cores (shared), jax {jax.__version__}. Trained on the MNIST test split "
+          f"(`*_2k`: its first 2,000 images), scored against all 10,000 with the LeNet digit features.\n\n"
+          + table(rows))
+  print(text)
+  if FLAGS.write_results:
+    write_section(text)
+
+
+if __name__ == "__main__":
+  app.run(main)
