@@ -69,22 +69,3 @@ def load(name: str, directory: str = DIR) -> tuple[ml_collections.ConfigDict, An
   if config.model.family == "gan" and config.gan.ema_half_life_images > 0:
     fields["g_ema_params"] = weights["g_params"]
   return config, flax.serialization.from_state_dict(template, fields)
-
-
-def main(argv) -> None:
-  """CLI: export a training run as a shipped model."""
-  del argv
-  from absl import flags
-  F = flags.FLAGS
-  for path in export(F.workdir, F.name, F.directory, F.step):
-    print(f"wrote {path}")
-
-
-if __name__ == "__main__":
-  from absl import flags
-  from aigc_jax.errors import run_main
-  flags.DEFINE_string("workdir", None, "Training run to export.", required=True)
-  flags.DEFINE_string("name", None, "Model name, e.g. dcgan_mnist.", required=True)
-  flags.DEFINE_string("directory", DIR, "Where to write NAME.json and NAME.msgpack.")
-  flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")
-  run_main(main)
