@@ -156,3 +156,14 @@ def test_vae_interpolation_starts_and_ends_at_the_reconstructions(vae_run, tmp_p
   assert Image.open(out).size[0] > Image.open(out).size[1]
   sample.run("reconstruct", str(tmp_path / "r.png"), workdir=vae_run, num=4)
   assert os.path.exists(tmp_path / "r.png")
+
+
+@pytest.mark.parametrize("name", ["dcgan_mnist", "cgan_mnist", "vae_mnist"])
+def test_shipped_models_write_a_grid_offline(name, tmp_path):
+  from aigc_jax import pretrained
+  out = str(tmp_path / f"{name}.png")
+  sample.run("generate", out, model=name, seeds="0-9", class_idx=3 if name == "cgan_mnist" else None)
+  grid = np.asarray(Image.open(out))
+  assert grid.shape[0] >= 256 and grid.std() > 10  # Drawn, not blank.
+  config, _ = pretrained.load(name)
+  assert config.data.image_size == 28 and config.data.dataset == "mnist_idx"
