@@ -8,7 +8,7 @@ split (or its first 2,000 images for the `*_2k` data-efficiency variants) with
 `aigc_jax.train.train_and_evaluate` into ROOT/NAME; a finished run is only
 re-scored, so the script can be re-run to add variants. Samples are scored
 against the full MNIST test split with the shipped LeNet digit classifier
-(`--features=digits`): Frechet classifier distance (FCD: FID on its features),
+(`--features=digits`), at each `--truncations` psi: Frechet classifier distance (FCD: FID on its features),
 precision/recall (k=3), density/coverage (k=5), the fraction of samples it
 labels with confidence >= 0.9, the smallest and largest class share among the
 samples, and for conditional models the fraction classified as the class asked
@@ -33,7 +33,7 @@ from absl import app, flags
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from aigc_jax import evaluate, train  # noqa: E402
+from aigc_jax import train, trainers  # noqa: E402
 from aigc_jax.evaluation import features, pipeline  # noqa: E402
 
 SUBSET = "test[:2000]"
@@ -59,6 +59,7 @@ flags.DEFINE_list("variants", ["dcgan", "hinge_sn", "cgan", "dcgan_2k", "dcgan_2
                   f"Variants to train and score: {', '.join(VARIANTS)}.")
 flags.DEFINE_integer("steps", 3000, "Training steps per variant (batch size from the config).")
 flags.DEFINE_integer("num_samples", 10_000, "Generated images scored per variant.")
+flags.DEFINE_list("truncations", ["1.0"], "Truncation psi values to score each variant at (1.0: none).")
 flags.DEFINE_string("root", "/tmp/aigc_quality", "Where the runs are kept.")
 flags.DEFINE_bool("write_results", False, "Replace the Model quality section of benchmarks/RESULTS.md.")
 
@@ -94,10 +95,27 @@ def class_scores(logits: np.ndarray, requested: np.ndarray | None, num_classes: 
   return out
 
 
-def score(config: ml_collections.ConfigDict, state, num_samples: int, cache_dir: str) -> dict[str, float]:
-  """All quality numbers of a trained generator against the MNIST test split."""
+def make_generate_fn(config: ml_collections.ConfigDict, state, batch_size: int, psi: float):
+  """`generate_fn(key, n[, labels])` sampling z ~ N(0, psi^2 I) (the truncation trick) in fixed-size batches."""
+  trainer = trainers.get_trainer(config)
+
+  @jax.jit
+  def batch(state, key, labels):
+    z = psi * jax.random.normal(key, (batch_size, config.model.latent_dim))
+    return trainer.generate(config, state, None, batch_size, labels, z=z)
+
+  def generate_fn(key, n, labels=None):
+    padded = None if labels is None else np.resize(np.asarray(labels, np.int32), batch_size)
+    return np.asarray(batch(state, key, padded))[:n]
+
+  return generate_fn
+
+
+def score(config: ml_collections.ConfigDict, state, num_samples: int, cache_dir: str,
+          psi: float = 1.0) -> dict[str, float]:
+  """All quality numbers of a trained generator (latents truncated by `psi`) against the MNIST test split."""
   extractor = features.get_extractor("digits")
-  generate_fn = evaluate.make_generate_fn(config, state, batch_size=500)
+  generate_fn = make_generate_fn(config, state, 500, psi)
   fake, labels = pipeline.generated_summary(extractor, generate_fn, jax.random.key(1), num_samples,
                                             num_classes=config.model.num_classes)
   reference = ml_collections.ConfigDict(config.data.to_dict())
@@ -108,17 +126,20 @@ def score(config: ml_collections.ConfigDict, state, num_samples: int, cache_dir:
   return result
 
 
-def run_variant(name: str) -> dict:
-  """Trains (or resumes) variant `name` and scores it; returns a table row."""
+def run_variant(name: str) -> list[dict]:
+  """Trains (or resumes) variant `name` and scores it at each truncation; returns table rows."""
   config = variant_config(name, FLAGS.mnist_dir, FLAGS.steps)
   workdir = os.path.join(FLAGS.root, name)
   start = time.perf_counter()
   state = train.train_and_evaluate(config, workdir)
   wall = time.perf_counter() - start
-  row = {"name": name, "steps": FLAGS.steps, "train_s": wall,
-         **score(config, state, FLAGS.num_samples, FLAGS.root)}
-  print(row, flush=True)
-  return row
+  rows = []
+  for psi in map(float, FLAGS.truncations):
+    label = name if psi == 1.0 else f"{name}, psi={psi:g}"
+    rows.append({"name": label, "steps": FLAGS.steps, "train_s": wall,
+                 **score(config, state, FLAGS.num_samples, FLAGS.root, psi)})
+    print(rows[-1], flush=True)
+  return rows
 
 
 COLUMNS = (("FCD", "fid", "{:.2f}"), ("precision", "precision", "{:.3f}"), ("recall", "recall", "{:.3f}"),
@@ -155,7 +176,7 @@ def main(argv) -> None:
   unknown = [v for v in FLAGS.variants if v not in VARIANTS]
   if unknown:
     raise app.UsageError(f"unknown variants {unknown}; choose from {', '.join(VARIANTS)}")
-  rows = [run_variant(name) for name in FLAGS.variants]
+  rows = [row for name in FLAGS.variants for row in run_variant(name)]
   text = (f"`python benchmarks/quality.py --steps={FLAGS.steps} --num_samples={FLAGS.num_samples} "
           f"--variants={','.join(FLAGS.variants)}`: {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} CPU cores (shared), jax {jax.__version__}. Trained on the MNIST test split "
