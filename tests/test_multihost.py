@@ -20,7 +20,8 @@ from tests.test_train import ROOT, TINY
 
 STEPS = {**TINY, "train.log_every": 2, "train.checkpoint_every": 4, "train.sample_every": 4,
          "train.keep_checkpoints": 5}
-TIMEOUT_S = 80
+# Each phase takes ~30 s of CPU; the limit only catches hangs, on a machine shared with other jobs.
+TIMEOUT_S = 240
 
 # One process, 4 devices, reading the two processes' slices side by side.
 REFERENCE = """
