@@ -13,6 +13,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from aigc_jax.errors import UserError
+
 DATA_AXIS = "data"
 
 
@@ -51,10 +53,12 @@ def initialize_distributed(enabled: bool | None = None, coordinator_address: str
   try:
     jax.distributed.initialize(coordinator_address=coordinator_address,
                                num_processes=num_processes, process_id=process_id)
-  except ValueError:
+  except ValueError as e:
     # With nothing given and no cluster detected, JAX raises ValueError before starting
     # anything: in auto mode that simply means a single-process run.
     if enabled or coordinator_address is not None:
-      raise
+      raise UserError(f"cannot start jax.distributed: {e} Give --coordinator_address, "
+                      "--num_processes and --process_id, or run where JAX detects the cluster "
+                      "(TPU VM pod, SLURM, Open MPI)") from None
     return False
   return True

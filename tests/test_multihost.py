@@ -100,3 +100,12 @@ def test_two_processes_match_one_and_resume_from_their_shared_checkpoint(tmp_pat
   _finish(_launch_two(multi, 8))  # a fresh pair of processes resumes at step 4
   assert sorted(os.listdir(os.path.join(multi, "checkpoints"))) == ["4", "8"]
   _assert_close(_params(multi, 8), _params(single, 8))
+
+
+def test_distributed_without_a_cluster_is_one_line_and_exit_2(tmp_path):
+  proc = subprocess.run([sys.executable, "-m", "aigc_jax.train", "--distributed",
+                         *_flags(tmp_path / "w", 4)], cwd=ROOT, capture_output=True, text=True,
+                        timeout=TIMEOUT_S, env={**os.environ, "JAX_PLATFORMS": "cpu"})
+  assert proc.returncode == 2, proc.stderr[-2000:]
+  assert proc.stderr.strip().splitlines()[-1].startswith("error: cannot start jax.distributed")
+  assert "Traceback" not in proc.stderr
