@@ -10,6 +10,13 @@ columns {c-1+b, c+b}, through kernel taps {a, a+2} x {b, b+2}. So four stride-1
 2x2 convolutions (one per phase (a, b)) interleaved by depth-to-space give the
 same result with exactly the transposed convolution's multiply-adds.
 
+`ConvDown2x` has the parameters and computes the function of
+`flax.linen.Conv(features, (4, 4), strides=(2, 2), padding=((1, 1), (1, 1)))`
+(= PyTorch `Conv2d(in, out, 4, stride=2, padding=1)`, halving H and W). Its
+forward and kernel gradient are XLA's, but the input gradient, which is a
+stride-2 transposed convolution of the output gradient and which XLA computes
+as a slow input-dilated convolution, goes through `conv_transpose_2x`.
+
 `ConvTransposeFromVector` is `flax.linen.ConvTranspose(features, (k, k),
 padding="VALID")` applied to a 1x1 map (a latent vector): a single matmul.
 
@@ -52,6 +59,72 @@ def conv_transpose_2x(x: jax.Array, kernel: jax.Array) -> jax.Array:
     rows.append(jnp.stack(phases, axis=3))  # [n, h, w, 2 (b), cout]
   out = jnp.stack(rows, axis=2)  # [n, h, 2 (a), w, 2 (b), cout]
   return out.reshape(n, 2 * h, 2 * w, cout)
+
+
+_DOWN_DIMENSIONS = ("NHWC", "HWIO", "NHWC")
+# Below this many input channels the phase decomposition's four convs have too
+# few output channels to beat XLA's own input gradient (measured in
+# benchmarks/RESULTS.md, "Train step").
+_MIN_CHANNELS_FOR_PHASE_GRADIENT = 16
+
+
+def _strided_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
+  return jax.lax.conv_general_dilated(x, kernel, (2, 2), ((1, 1), (1, 1)),
+                                      dimension_numbers=_DOWN_DIMENSIONS)
+
+
+@jax.custom_vjp
+def _conv_down_2x(x: jax.Array, kernel: jax.Array) -> jax.Array:
+  return _strided_conv(x, kernel)
+
+
+def _conv_down_2x_fwd(x, kernel):
+  return _strided_conv(x, kernel), (x, kernel)
+
+
+def _conv_down_2x_bwd(residuals, g):
+  x, kernel = residuals
+  # d<conv(x, K), g>/dx correlates the 2x-dilated g with K flipped in space and
+  # with in/out swapped: the transposed convolution conv_transpose_2x computes.
+  dx = conv_transpose_2x(g, jnp.swapaxes(kernel[::-1, ::-1], 2, 3))
+  _, kernel_vjp = jax.vjp(lambda k: _strided_conv(x, k), kernel)
+  return dx, kernel_vjp(g)[0]
+
+
+_conv_down_2x.defvjp(_conv_down_2x_fwd, _conv_down_2x_bwd)
+
+
+def conv_down_2x(x: jax.Array, kernel: jax.Array) -> jax.Array:
+  """Returns the 4x4 stride-2 padding-1 conv of even-sized NHWC `x` (its input gradient phase-decomposed)."""
+  _, h, w, cin = x.shape
+  if kernel.shape[:2] != (4, 4):
+    raise ValueError(f"conv_down_2x needs a 4x4 kernel, got {kernel.shape[0]}x{kernel.shape[1]}")
+  if h % 2 or w % 2:
+    raise ValueError(f"conv_down_2x needs even height and width, got {h}x{w}")
+  if cin < _MIN_CHANNELS_FOR_PHASE_GRADIENT:
+    return _strided_conv(x, kernel)
+  return _conv_down_2x(x, kernel)
+
+
+class ConvDown2x(nn.Module):
+  """Stride-2 4x4 convolution with padding 1 that halves H and W (parameters as nn.Conv)."""
+
+  features: int
+  use_bias: bool = True
+  dtype: Any = None
+  param_dtype: Any = jnp.float32
+  kernel_init: Initializer = nn.initializers.lecun_normal()
+  bias_init: Initializer = nn.initializers.zeros_init()
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    """Maps [N, H, W, C] (H, W even) to [N, H/2, W/2, features]."""
+    kernel = self.param("kernel", self.kernel_init, (4, 4, x.shape[-1], self.features),
+                        self.param_dtype)
+    bias = self.param("bias", self.bias_init, (self.features,), self.param_dtype) if self.use_bias else None
+    x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+    y = conv_down_2x(x, kernel)
+    return y if bias is None else y + bias
 
 
 class ConvTranspose2x(nn.Module):

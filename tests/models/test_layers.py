@@ -1,4 +1,4 @@
-"""ConvTranspose2x and ConvTransposeFromVector against flax/lax transposed convs, numpy and PyTorch."""
+"""ConvTranspose2x, ConvDown2x and ConvTransposeFromVector against flax/lax convs, numpy and PyTorch."""
 
 import flax.linen as nn
 import jax
@@ -131,9 +131,77 @@ def test_conv_transpose_from_vector_matches_flax_valid_conv_transpose(kernel_siz
     _close(a, b)
 
 
+# (batch, height, width, in channels, out channels): below 16 input channels ConvDown2x uses XLA's
+# own input gradient, from 16 on the phase-decomposed one; both must match.
+DOWN_SHAPES = [(2, 4, 6, 3, 5), (3, 6, 4, 16, 2), (1, 2, 2, 20, 7)]
+
+
+@pytest.mark.parametrize("shape", DOWN_SHAPES)
+def test_conv_down_2x_matches_flax_strided_conv_forward_and_gradients(shape):
+  n, h, w, cin, cout = shape
+  rng = np.random.default_rng(sum(shape))
+  x = _normal(rng, n, h, w, cin)
+  params = {"params": {"kernel": _normal(rng, 4, 4, cin, cout), "bias": _normal(rng, cout)}}
+  reference = nn.Conv(cout, (4, 4), strides=(2, 2), padding=((1, 1), (1, 1)))
+  ours = layers.ConvDown2x(cout)
+  _assert_same_param_shapes(ours, reference, x, x, params)
+  cotangent = _normal(rng, n, h // 2, w // 2, cout)
+
+  got, want = _outputs_and_gradients(ours.apply, reference.apply, params, x, cotangent)
+  for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+    _close(a, b)
+
+
+@jax.jit(static_argnums=0)
+def _input_gradient_penalty_grad(apply, params, x):
+  """d/dparams of ||d/dx sum(sin(f(params, x)))||^2: the second order R1 and WGAN-GP need."""
+
+  def penalty(params):
+    return jnp.sum(jax.grad(lambda x: jnp.sum(jnp.sin(apply(params, x))))(x) ** 2)
+
+  return jax.grad(penalty)(params)
+
+
+def test_conv_down_2x_second_order_gradients_match_flax():
+  rng = np.random.default_rng(11)
+  n, h, w, cin, cout = DOWN_SHAPES[1]
+  x = _normal(rng, n, h, w, cin)
+  params = {"params": {"kernel": _normal(rng, 4, 4, cin, cout), "bias": _normal(rng, cout)}}
+  reference = nn.Conv(cout, (4, 4), strides=(2, 2), padding=((1, 1), (1, 1)))
+  got = _input_gradient_penalty_grad(layers.ConvDown2x(cout).apply, params, x)
+  want = _input_gradient_penalty_grad(reference.apply, params, x)
+  for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+    _close(a, b)
+
+
+def test_conv_down_2x_matches_torch():
+  torch = pytest.importorskip("torch")
+  rng = np.random.default_rng(5)
+  x, kernel = _normal(rng, 2, 6, 8, 16), _normal(rng, 4, 4, 16, 3)
+  tx = torch.tensor(np.asarray(x).transpose(0, 3, 1, 2), requires_grad=True)
+  # Conv2d weight [out, in, kh, kw] applies as a correlation, like lax: no flip.
+  tw = torch.tensor(kernel.transpose(3, 2, 0, 1).copy(), requires_grad=True)
+  ty = torch.nn.functional.conv2d(tx, tw, stride=2, padding=1)
+  cotangent = _normal(rng, *ty.shape)
+  (ty * torch.tensor(cotangent)).sum().backward()
+
+  y, dx, dkernel = _vjp(layers.conv_down_2x, x, kernel, cotangent.transpose(0, 2, 3, 1))
+  _close(y, ty.detach().numpy().transpose(0, 2, 3, 1))
+  _close(dx, tx.grad.numpy().transpose(0, 2, 3, 1))
+  _close(np.asarray(dkernel).transpose(3, 2, 0, 1), tw.grad.numpy())
+
+
+def test_conv_down_2x_rejects_odd_sizes_and_other_kernels():
+  with pytest.raises(ValueError, match="even"):
+    layers.conv_down_2x(jnp.zeros((1, 5, 4, 16)), jnp.zeros((4, 4, 16, 1)))
+  with pytest.raises(ValueError, match="4x4"):
+    layers.conv_down_2x(jnp.zeros((1, 4, 4, 16)), jnp.zeros((3, 3, 16, 1)))
+
+
 def test_bfloat16_layers_keep_float32_params():
   x = jnp.ones((1, 2, 2, 3))
   for module, inputs in [(layers.ConvTranspose2x(4, dtype=jnp.bfloat16), x),
+                         (layers.ConvDown2x(4, dtype=jnp.bfloat16), x),
                          (layers.ConvTransposeFromVector(4, 4, dtype=jnp.bfloat16), x[:, 0, 0])]:
     params = jax.eval_shape(module.init, jax.random.key(0), inputs)
     assert {p.dtype for p in jax.tree.leaves(params)} == {jnp.dtype(jnp.float32)}
