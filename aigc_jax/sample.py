@@ -157,7 +157,7 @@ def run(mode: str, out: str, *, workdir: str | None = None, model: str | None = 
   config, state = _load(workdir, model, step, mode)
   trainer = trainers.get_trainer(config)
   if not hasattr(trainer, "generate"):
-    raise UserError(f"the run in {workdir!r} is a {config.model.family}, which does not generate images")
+    raise UserError(f"{workdir or model!r} is a {config.model.family}, which does not generate images")
   if mode == "generate":
     z = truncate(latents_from_seeds(seed_list, config.model.latent_dim), trunc)
     result = trainer.generate(config, state, None, len(seed_list), _labels(config, class_idx, len(seed_list)), z=z)
