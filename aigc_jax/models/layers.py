@@ -19,6 +19,10 @@ as a slow input-dilated convolution, goes through `conv_transpose_2x`.
 
 `ConvTransposeFromVector` is `flax.linen.ConvTranspose(features, (k, k),
 padding="VALID")` applied to a 1x1 map (a latent vector): a single matmul.
+`ConvToVector`, its mirror, is `flax.linen.Conv(features, (k, k),
+padding="VALID")` applied to a kxk map, squeezed to [N, features]: also a single
+matmul, whose input gradient is an outer product where XLA would run a
+(2k-1)-padded convolution.
 
 Kernel layout (both layers, as in `flax.linen.ConvTranspose` with the default
 `transpose_kernel=False`): `kernel[kh, kw, in, out]`. A PyTorch
@@ -170,4 +174,29 @@ class ConvTransposeFromVector(nn.Module):
     # The transposed conv correlates the zero-padded point with the kernel, so
     # output pixel (i, j) reads tap (k-1-i, k-1-j).
     y = jnp.einsum("nc,hwco->nhwo", z, kernel[::-1, ::-1])
+    return y if bias is None else y + bias
+
+
+class ConvToVector(nn.Module):
+  """A VALID kxk convolution of a kxk map, squeezed: [N, k, k, C] -> [N, features]."""
+
+  features: int
+  kernel_size: int
+  use_bias: bool = True
+  dtype: Any = None
+  param_dtype: Any = jnp.float32
+  kernel_init: Initializer = nn.initializers.lecun_normal()
+  bias_init: Initializer = nn.initializers.zeros_init()
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    """Maps a [N, k, k, C] map to [N, features] (nn.Conv's [N, 1, 1, features] output)."""
+    k = self.kernel_size
+    if x.shape[1:3] != (k, k):
+      raise ValueError(f"ConvToVector({k}) needs {k}x{k} maps, got {x.shape}")
+    kernel = self.param("kernel", self.kernel_init, (k, k, x.shape[-1], self.features),
+                        self.param_dtype)
+    bias = self.param("bias", self.bias_init, (self.features,), self.param_dtype) if self.use_bias else None
+    x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+    y = jnp.einsum("nhwc,hwco->no", x, kernel)
     return y if bias is None else y + bias

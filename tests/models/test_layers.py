@@ -1,4 +1,5 @@
-"""ConvTranspose2x, ConvDown2x and ConvTransposeFromVector against flax/lax convs, numpy and PyTorch."""
+"""ConvTranspose2x, ConvDown2x, ConvTransposeFromVector and ConvToVector against flax/lax convs,
+numpy and PyTorch."""
 
 import flax.linen as nn
 import jax
@@ -198,10 +199,33 @@ def test_conv_down_2x_rejects_odd_sizes_and_other_kernels():
     layers.conv_down_2x(jnp.zeros((1, 4, 4, 16)), jnp.zeros((3, 3, 16, 1)))
 
 
+@pytest.mark.parametrize("kernel_size,cin,cout", [(4, 5, 1), (7, 3, 2)])
+def test_conv_to_vector_matches_flax_valid_conv(kernel_size, cin, cout):
+  rng = np.random.default_rng(kernel_size + 1)
+  x = _normal(rng, 3, kernel_size, kernel_size, cin)
+  params = {"params": {"kernel": _normal(rng, kernel_size, kernel_size, cin, cout),
+                       "bias": _normal(rng, cout)}}
+  reference = nn.Conv(cout, (kernel_size, kernel_size), padding="VALID")
+  ours = layers.ConvToVector(cout, kernel_size)
+  _assert_same_param_shapes(ours, reference, x, x, params)
+  cotangent = _normal(rng, 3, cout)
+
+  got, want = _outputs_and_gradients(
+      ours.apply, lambda p, x: reference.apply(p, x)[:, 0, 0], params, x, cotangent)
+  for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+    _close(a, b)
+
+
+def test_conv_to_vector_rejects_maps_of_another_size():
+  with pytest.raises(ValueError, match="4x4"):
+    layers.ConvToVector(1, 4).init(jax.random.key(0), jnp.zeros((1, 5, 5, 2)))
+
+
 def test_bfloat16_layers_keep_float32_params():
   x = jnp.ones((1, 2, 2, 3))
   for module, inputs in [(layers.ConvTranspose2x(4, dtype=jnp.bfloat16), x),
                          (layers.ConvDown2x(4, dtype=jnp.bfloat16), x),
+                         (layers.ConvToVector(4, 2, dtype=jnp.bfloat16), x),
                          (layers.ConvTransposeFromVector(4, 4, dtype=jnp.bfloat16), x[:, 0, 0])]:
     params = jax.eval_shape(module.init, jax.random.key(0), inputs)
     assert {p.dtype for p in jax.tree.leaves(params)} == {jnp.dtype(jnp.float32)}
