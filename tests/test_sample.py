@@ -148,9 +148,7 @@ def test_vae_interpolation_starts_and_ends_at_the_reconstructions(vae_run, tmp_p
   sample.run("interpolate", out, workdir=vae_run, seeds="3,7", frames=5)
   pictures = data.load_images(config.data, config.data.eval_split, 8)
   recon = np.asarray(vae.reconstruct(config, state, pictures[[3, 7]]))
-  import jax
-  from aigc_jax import trainers
-  walk = np.asarray(sample._interpolate_encoded(config, state, trainers.get_trainer(config), [3, 7], 5, None))
+  walk = np.asarray(sample._interpolate_encoded(config, state, vae, [3, 7], 5, None))
   np.testing.assert_allclose(walk[0], recon[0], atol=1e-5)
   np.testing.assert_allclose(walk[-1], recon[1], atol=1e-5)
   assert Image.open(out).size[0] > Image.open(out).size[1]
