@@ -180,7 +180,7 @@ def make_train_step(config: ml_collections.ConfigDict) -> Callable:
 
       penalty, r1_grads = jax.lax.cond(r1_now, with_r1, without_r1)
       grads = jax.tree.map(jnp.add, grads, r1_grads)
-      metrics["r1_penalty"] = penalty
+      metrics["r1_penalty"] = penalty  # 0 on steps without R1, so logged means are 1/r1_every of it.
     updates, opt_state = d_opt.update(grads, critic.opt_state, critic.params)
     ada_p = critic.ada_p
     if g.augment == "ada":
