@@ -8,9 +8,7 @@ those ~40x slower than PyTorch. It uses the sub-pixel (phase) decomposition
 instead: output pixel (2r+a, 2c+b) only ever sees input rows {r-1+a, r+a} and
 columns {c-1+b, c+b}, through kernel taps {a, a+2} x {b, b+2}. So four stride-1
 2x2 convolutions (one per phase (a, b)) interleaved by depth-to-space give the
-same result with exactly the transposed convolution's multiply-adds. With few
-output channels (a to-pixels layer) one matmul of each input pixel with all 16
-taps, then four shifted sums per phase, is faster still, gradients included.
+same result with exactly the transposed convolution's multiply-adds.
 
 `ConvDown2x` has the parameters and computes the function of
 `flax.linen.Conv(features, (4, 4), strides=(2, 2), padding=((1, 1), (1, 1)))`
@@ -45,14 +43,12 @@ import jax.numpy as jnp
 Initializer = Callable[..., jax.Array]
 
 
-# Output channels below which conv_transpose_2x uses one matmul plus shifted sums
-# instead of four phase convolutions (see benchmarks/RESULTS.md, "Train step").
-_MIN_CHANNELS_FOR_PHASE_CONVS = 16
-
-
-def _conv_transpose_2x_phases(x: jax.Array, kernel: jax.Array) -> jax.Array:
+def conv_transpose_2x(x: jax.Array, kernel: jax.Array) -> jax.Array:
+  """Returns `lax.conv_transpose(x, kernel, (2, 2), "SAME")` for a 4x4 HWIO kernel, via 2x2 convs."""
   n, h, w, _ = x.shape
-  cout = kernel.shape[-1]
+  kh, kw, _, cout = kernel.shape
+  if (kh, kw) != (4, 4):
+    raise ValueError(f"conv_transpose_2x needs a 4x4 kernel, got {kh}x{kw}")
   # Phase (a, b) correlates input rows r-1+a, r+a (cols likewise) with taps
   # kernel[a::2, b::2]; its padding keeps the output aligned with the input.
   # Four separate convs rather than one with 4x the channels followed by
@@ -67,35 +63,6 @@ def _conv_transpose_2x_phases(x: jax.Array, kernel: jax.Array) -> jax.Array:
     rows.append(jnp.stack(phases, axis=3))  # [n, h, w, 2 (b), cout]
   out = jnp.stack(rows, axis=2)  # [n, h, 2 (a), w, 2 (b), cout]
   return out.reshape(n, 2 * h, 2 * w, cout)
-
-
-def _conv_transpose_2x_matmul(x: jax.Array, kernel: jax.Array) -> jax.Array:
-  n, h, w, _ = x.shape
-  cout = kernel.shape[-1]
-  # Every input pixel times every tap in one matmul ([N*H*W, C] x [C, 16*cout],
-  # with gradients that are matmuls too), then phase (a, b) sums its four taps
-  # (a+2p, b+2q) from input rows r-1+a+p (index r+a+p once padded by one).
-  # With few output channels this beats four convs that each emit cout channels.
-  taps = jnp.einsum("nhwc,klco->nhwklo", x, kernel)
-  taps = jnp.pad(taps, ((0, 0), (1, 1), (1, 1), (0, 0), (0, 0), (0, 0)))
-  rows = []
-  for a in (0, 1):
-    phases = [sum(taps[:, a + p:a + p + h, b + q:b + q + w, a + 2 * p, b + 2 * q]
-                  for p in (0, 1) for q in (0, 1))
-              for b in (0, 1)]
-    rows.append(jnp.stack(phases, axis=3))  # [n, h, w, 2 (b), cout]
-  out = jnp.stack(rows, axis=2)  # [n, h, 2 (a), w, 2 (b), cout]
-  return out.reshape(n, 2 * h, 2 * w, cout)
-
-
-def conv_transpose_2x(x: jax.Array, kernel: jax.Array) -> jax.Array:
-  """Returns `lax.conv_transpose(x, kernel, (2, 2), "SAME")` for a 4x4 HWIO kernel, without it."""
-  kh, kw, _, cout = kernel.shape
-  if (kh, kw) != (4, 4):
-    raise ValueError(f"conv_transpose_2x needs a 4x4 kernel, got {kh}x{kw}")
-  if cout < _MIN_CHANNELS_FOR_PHASE_CONVS:
-    return _conv_transpose_2x_matmul(x, kernel)
-  return _conv_transpose_2x_phases(x, kernel)
 
 
 _DOWN_DIMENSIONS = ("NHWC", "HWIO", "NHWC")

