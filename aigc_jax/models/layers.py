@@ -1,4 +1,4 @@
-"""Transposed-convolution layers computed through plain convolutions and matmuls.
+"""Stride-2 (transposed) and whole-map convolution layers in the forms XLA:CPU runs fast.
 
 `ConvTranspose2x` has the parameters and computes the function of
 `flax.linen.ConvTranspose(features, (4, 4), strides=(2, 2), padding="SAME")`
@@ -24,12 +24,14 @@ padding="VALID")` applied to a kxk map, squeezed to [N, features]: also a single
 matmul, whose input gradient is an outer product where XLA would run a
 (2k-1)-padded convolution.
 
-Kernel layout (both layers, as in `flax.linen.ConvTranspose` with the default
-`transpose_kernel=False`): `kernel[kh, kw, in, out]`. A PyTorch
+Kernel layout (the transposed layers, as in `flax.linen.ConvTranspose` with the
+default `transpose_kernel=False`): `kernel[kh, kw, in, out]`. A PyTorch
 `ConvTranspose2d` weight `w[in, out, kh, kw]` maps to
 `kernel = w.permute(2, 3, 0, 1)[::-1, ::-1]` (spatially flipped), because
 flax/lax applies the kernel as a correlation over the dilated input whereas
-PyTorch scatters each input pixel through the kernel.
+PyTorch scatters each input pixel through the kernel. `ConvDown2x` and
+`ConvToVector` use nn.Conv's `kernel[kh, kw, in, out]`; a PyTorch `Conv2d`
+weight `w[out, in, kh, kw]` maps to `w.permute(2, 3, 1, 0)` (no flip).
 """
 
 from __future__ import annotations
