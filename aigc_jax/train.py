@@ -136,8 +136,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Any:
   batches = data.create_train_iterator(config, mesh, start_step=start_step)
   k = config.train.steps_per_dispatch
   num_steps = config.train.num_steps
-  hooks = [periodic_actions.ReportProgress(num_train_steps=num_steps, writer=writer,
-                                           every_steps=config.train.log_every)
+  # on_steps, not every_steps: clu insists on a call after every single step for the latter,
+  # and with steps_per_dispatch = k the loop sees every k-th step only.
+  hooks = [periodic_actions.ReportProgress(
+      num_train_steps=num_steps, writer=writer, every_steps=None, every_secs=None,
+      on_steps=range(config.train.log_every, num_steps + 1, config.train.log_every))
            ] if jax.process_index() == 0 else []
   bar = _progress_bar(num_steps, start_step)
   pending: list[dict] = []  # device metrics since the last log: fetched together, no per-step sync
