@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from aigc_jax.models.dcgan import stages
-from aigc_jax.models.layers import ConvTranspose2x, ConvTransposeFromVector
+from aigc_jax.models.layers import ConvDown2x, ConvTranspose2x, ConvTransposeFromVector
 
 
 class ConvVAE(nn.Module):
@@ -40,8 +40,8 @@ class ConvVAE(nn.Module):
   def setup(self) -> None:
     start, num_stages = stages(self.image_size)
     widths = [self.width * 2 ** i for i in range(num_stages)]
-    self.down = [nn.Conv(c, (4, 4), strides=(2, 2), padding=((1, 1), (1, 1)), dtype=self.dtype)
-                 for c in widths]
+    # ConvDown2x: nn.Conv(c, 4x4, stride 2, padding 1)'s parameters and function, faster gradients.
+    self.down = [ConvDown2x(c, dtype=self.dtype) for c in widths]
     self.posterior = nn.Dense(2 * self.latent_dim, dtype=self.dtype)
     self.project = ConvTransposeFromVector(widths[-1], start, dtype=self.dtype)
     self.up = [ConvTranspose2x(c, dtype=self.dtype) for c in reversed(widths[:-1])]
