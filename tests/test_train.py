@@ -114,3 +114,14 @@ def test_workdir_files_round_trip_through_a_url_filesystem():
   assert checkpoints.read_config("ram://run").to_dict() == config.to_dict()
   assert tf.io.gfile.GFile("ram://run/samples/a.png", "rb").read() == b"png"
   assert checkpoints.checkpoint_dir("ram://run") == "ram://run/checkpoints"
+
+
+def test_k_steps_per_dispatch_equal_k_single_steps(run_20_steps, tmp_path):
+  workdir = str(tmp_path / "scan")
+  every = {"train.log_every": 10, "train.checkpoint_every": 10, "train.sample_every": 10}
+  train.train_and_evaluate(quickstart(**{"train.num_steps": 20, "train.steps_per_dispatch": 2,
+                                         **every}), workdir)
+  _, scanned, _ = sample.load_run(workdir)
+  _, single, _ = sample.load_run(run_20_steps)
+  for a, b in zip(jax.tree.leaves(scanned), jax.tree.leaves(single), strict=True):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
