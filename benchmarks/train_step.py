@@ -13,7 +13,7 @@ measured per case and framework in a fresh subprocess: the peak over the RSS aft
 compile and a few steps. Input-pipeline img/s (`benchmarks/input_pipeline.py`'s host batches,
 28x28 and 64x64) is compared with the train step.
 
-  python -m benchmarks.train_step [--quick] [--proposed] [--repeats=5] [--steps=4]
+  python -m benchmarks.train_step [--quick] [--repeats=5] [--steps=4]
       [--compute_dtype=bfloat16] [--cases=DCGAN,VAE 64]
 
 On a machine shared with other work, `taskset -c 0 python -m benchmarks.train_step` gives both
@@ -24,22 +24,16 @@ would flatter JAX.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import dataclasses
-import math
 import os
 import statistics
 import subprocess
 import sys
 import time
 
-import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-from aigc_jax import models, parallel, train
-from aigc_jax.models import dcgan, layers, vae
+from aigc_jax import parallel, train
 from configs import dcgan_celeba64, dcgan_mnist, vae_cifar10, vae_mnist
 
 
@@ -88,63 +82,6 @@ def _jax_runner(config):
   run(k)
   return run, compile_seconds, temp_bytes, sum(x.size for x in jax.tree.leaves(
       (holder[0].g_params, holder[0].d_params) if hasattr(holder[0], "g_params") else holder[0].params))
-
-
-# --- the layer swaps proposed for the models (scratch copies; see RESULTS.md "Train step") ------
-
-class _ProposedDiscriminator(dcgan.Discriminator):
-  """The DCGAN discriminator with ConvDown2x for its stride-2 convs and ConvToVector as its head."""
-
-  def _conv(self, features, size, stride, padding, x, train):
-    if self.norm == "spectral":
-      return super()._conv(features, size, stride, padding, x, train)
-    init, use_bias = dcgan._WEIGHT_INIT, self.norm == "none"  # pylint: disable=protected-access
-    if stride == 2:
-      return layers.ConvDown2x(features, use_bias=use_bias, dtype=self.dtype, kernel_init=init)(x)
-    return layers.ConvToVector(features, size, use_bias=use_bias, dtype=self.dtype, kernel_init=init)(x)
-
-
-class _ProposedVAE(vae.ConvVAE):
-  """The conv VAE with ConvDown2x for its encoder's stride-2 convs."""
-
-  def setup(self) -> None:
-    # A copy of ConvVAE.setup with self.down swapped (flax allows no reassignment after super()).
-    start, num_stages = dcgan.stages(self.image_size)
-    widths = [self.width * 2 ** i for i in range(num_stages)]
-    self.down = [layers.ConvDown2x(c, dtype=self.dtype) for c in widths]
-    self.posterior = nn.Dense(2 * self.latent_dim, dtype=self.dtype)
-    self.project = layers.ConvTransposeFromVector(widths[-1], start, dtype=self.dtype)
-    self.up = [layers.ConvTranspose2x(c, dtype=self.dtype) for c in reversed(widths[:-1])]
-    self.to_pixels = layers.ConvTranspose2x(self.channels, dtype=self.dtype)
-    if self.num_classes:
-      self.embed = nn.Embed(self.num_classes, self.latent_dim)
-    if self.learn_std:
-      self.decoder_log_std = self.param("decoder_log_std", nn.initializers.constant(
-          math.log(self.init_std)), (), jnp.float32)
-
-
-def _proposed_builders() -> dict:
-  """Replacements for aigc_jax.models' builders that return the proposed scratch models."""
-  build_d, build_vae = models.build_discriminator, models.build_vae
-
-  def fields(module):
-    return {f.name: getattr(module, f.name) for f in dataclasses.fields(module)
-            if f.name not in ("parent", "name")}
-
-  return {"build_discriminator": lambda c: _ProposedDiscriminator(**fields(build_d(c))),
-          "build_vae": lambda c: _ProposedVAE(**fields(build_vae(c)))}
-
-
-@contextlib.contextmanager
-def _builders(replacements: dict):
-  saved = {name: getattr(models, name) for name in replacements}
-  for name, fn in replacements.items():
-    setattr(models, name, fn)
-  try:
-    yield
-  finally:
-    for name, fn in saved.items():
-      setattr(models, name, fn)
 
 
 # --- PyTorch -----------------------------------------------------------------------------------
@@ -309,8 +246,6 @@ def main() -> None:
   parser.add_argument("--steps", type=int, default=4, help="train steps per timed repeat")
   parser.add_argument("--compute_dtype", default="float32", choices=("float32", "bfloat16"))
   parser.add_argument("--cases", default="", help="comma-separated case-name prefixes to run")
-  parser.add_argument("--proposed", action="store_true",
-                      help="also time scratch models with the proposed layer swaps (RESULTS.md)")
   parser.add_argument("--rss_of", nargs=2, metavar=("FRAMEWORK", "CASE"), help=argparse.SUPPRESS)
   args = parser.parse_args()
   if args.rss_of:
@@ -331,15 +266,14 @@ def main() -> None:
         f"{len(os.sched_getaffinity(0))} of {os.cpu_count()} CPU cores, "
         f"compute_dtype {args.compute_dtype}; load average before: {os.getloadavg()[0]:.2f}")
 
-  frameworks = ["JAX", *(["JAX proposed"] if args.proposed else []), "PyTorch"]
+  frameworks = ["JAX", "PyTorch"]
   runners, compile_s, temp_mib, param_counts = {}, {}, {}, {}
   for name, config in cases.items():
     for framework in frameworks:
       if framework == "PyTorch":
         run, num_params = _torch_runner(config)
       else:
-        with _builders(_proposed_builders() if framework == "JAX proposed" else {}):
-          run, compile_s[name, framework], temp_bytes, num_params = _jax_runner(config)
+        run, compile_s[name, framework], temp_bytes, num_params = _jax_runner(config)
         temp_mib[name, framework] = temp_bytes / 2**20
       if num_params != param_counts.setdefault(name, num_params):
         raise AssertionError(f"{name}: {framework} has {num_params} parameters, "

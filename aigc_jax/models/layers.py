@@ -112,6 +112,16 @@ def conv_down_2x(x: jax.Array, kernel: jax.Array) -> jax.Array:
   return _conv_down_2x(x, kernel)
 
 
+def _kernel_and_bias(layer: nn.Module, x: jax.Array, k: int):
+  """Declares `layer`'s [k, k, C_in, features] kernel and optional bias as flax's convs name
+  them (so parameters and checkpoints match), and promotes x, kernel, bias to its dtype."""
+  kernel = layer.param("kernel", layer.kernel_init, (k, k, x.shape[-1], layer.features),
+                       layer.param_dtype)
+  bias = (layer.param("bias", layer.bias_init, (layer.features,), layer.param_dtype)
+          if layer.use_bias else None)
+  return nn.dtypes.promote_dtype(x, kernel, bias, dtype=layer.dtype)
+
+
 class ConvDown2x(nn.Module):
   """Stride-2 4x4 convolution with padding 1 that halves H and W (parameters as nn.Conv)."""
 
@@ -125,10 +135,7 @@ class ConvDown2x(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     """Maps [N, H, W, C] (H, W even) to [N, H/2, W/2, features]."""
-    kernel = self.param("kernel", self.kernel_init, (4, 4, x.shape[-1], self.features),
-                        self.param_dtype)
-    bias = self.param("bias", self.bias_init, (self.features,), self.param_dtype) if self.use_bias else None
-    x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+    x, kernel, bias = _kernel_and_bias(self, x, 4)
     y = conv_down_2x(x, kernel)
     return y if bias is None else y + bias
 
@@ -146,10 +153,7 @@ class ConvTranspose2x(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     """Maps [N, H, W, C] to [N, 2H, 2W, features]."""
-    kernel = self.param("kernel", self.kernel_init, (4, 4, x.shape[-1], self.features),
-                        self.param_dtype)
-    bias = self.param("bias", self.bias_init, (self.features,), self.param_dtype) if self.use_bias else None
-    x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+    x, kernel, bias = _kernel_and_bias(self, x, 4)
     y = conv_transpose_2x(x, kernel)
     return y if bias is None else y + bias
 
@@ -169,10 +173,7 @@ class ConvTransposeFromVector(nn.Module):
   def __call__(self, z: jax.Array) -> jax.Array:
     """Maps a vector batch [N, C] to a map [N, k, k, features]."""
     k = self.kernel_size
-    kernel = self.param("kernel", self.kernel_init, (k, k, z.shape[-1], self.features),
-                        self.param_dtype)
-    bias = self.param("bias", self.bias_init, (self.features,), self.param_dtype) if self.use_bias else None
-    z, kernel, bias = nn.dtypes.promote_dtype(z, kernel, bias, dtype=self.dtype)
+    z, kernel, bias = _kernel_and_bias(self, z, k)
     # The transposed conv correlates the zero-padded point with the kernel, so
     # output pixel (i, j) reads tap (k-1-i, k-1-j).
     y = jnp.einsum("nc,hwco->nhwo", z, kernel[::-1, ::-1])
@@ -196,9 +197,6 @@ class ConvToVector(nn.Module):
     k = self.kernel_size
     if x.shape[1:3] != (k, k):
       raise ValueError(f"ConvToVector({k}) needs {k}x{k} maps, got {x.shape}")
-    kernel = self.param("kernel", self.kernel_init, (k, k, x.shape[-1], self.features),
-                        self.param_dtype)
-    bias = self.param("bias", self.bias_init, (self.features,), self.param_dtype) if self.use_bias else None
-    x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+    x, kernel, bias = _kernel_and_bias(self, x, k)
     y = jnp.einsum("nhwc,hwco->no", x, kernel)
     return y if bias is None else y + bias
