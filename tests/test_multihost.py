@@ -1,4 +1,4 @@
-"""Multi-host training: 2 local processes x 2 CPU devices vs 1 process x 4 devices, and resume.
+"""Multi-host training: 2 local processes x 2 CPU devices vs 1 process x 4 devices, kill, resume.
 
 The two-process runs go through scripts/launch_local.sh (jax.distributed over 127.0.0.1,
 gloo collectives). The reference is one process with 4 devices fed the same global batches:
@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 import jax
 import numpy as np
@@ -19,7 +20,8 @@ from aigc_jax import sample
 from tests.test_train import ROOT, TINY
 
 STEPS = {**TINY, "train.log_every": 2, "train.checkpoint_every": 4, "train.sample_every": 4,
-         "train.keep_checkpoints": 5}
+         "train.keep_checkpoints": 20}
+LAST = 24  # long enough that the first pair is killed mid-run, well before its end
 # Each phase takes ~30 s of CPU; the limit only catches hangs, on a machine shared with other jobs.
 TIMEOUT_S = 240
 
@@ -84,22 +86,37 @@ def _assert_close(a, b):
     np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=0, atol=1e-6)
 
 
-def test_two_processes_match_one_and_resume_from_their_shared_checkpoint(tmp_path):
+def _kill_after_checkpoint(proc, workdir, step):
+  """Waits until the run has committed checkpoint `step`, then SIGKILLs every process it started."""
+  path = os.path.join(workdir, "checkpoints", str(step))
+  deadline = time.monotonic() + TIMEOUT_S
+  while not os.path.isdir(path):
+    if proc.poll() is not None:
+      pytest.fail(f"ended before checkpoint {step}:\n{proc.communicate()[0][-3000:]}")
+    if time.monotonic() > deadline:
+      break
+    time.sleep(0.05)
+  os.killpg(proc.pid, signal.SIGKILL)
+  proc.communicate()
+  assert os.path.isdir(path), f"no checkpoint {step} after {TIMEOUT_S} s"
+
+
+def test_two_processes_match_one_and_resume_after_being_killed(tmp_path):
   multi, single = str(tmp_path / "multi"), str(tmp_path / "single")
-  reference = _start([sys.executable, "-c", REFERENCE, "--nodistributed", *_flags(single, 8)],
+  reference = _start([sys.executable, "-c", REFERENCE, "--nodistributed", *_flags(single, LAST)],
                      devices=4)
-  first = _launch_two(multi, 4)
-  out = _finish(first)
+  _kill_after_checkpoint(_launch_two(multi, LAST), multi, 4)
+  killed_at = max(int(d) for d in os.listdir(os.path.join(multi, "checkpoints")) if d.isdigit())
+  assert killed_at < LAST, "the pair finished before it could be killed"
   _finish(reference)
-  # Only process 0 writes logs, TensorBoard events and images.
-  assert out.count("samples written to") == 1
-  assert len(glob.glob(os.path.join(multi, "events.out.tfevents.*"))) == 1
-  assert sorted(os.listdir(os.path.join(multi, "samples"))) == ["step_00000004.png"]
   _assert_close(_params(multi, 4), _params(single, 4))
 
-  _finish(_launch_two(multi, 8))  # a fresh pair of processes resumes at step 4
-  assert sorted(os.listdir(os.path.join(multi, "checkpoints"))) == ["4", "8"]
-  _assert_close(_params(multi, 8), _params(single, 8))
+  out = _finish(_launch_two(multi, LAST))  # a fresh pair resumes from the shared checkpoint
+  _assert_close(_params(multi, LAST), _params(single, LAST))
+  # Only process 0 logs, writes TensorBoard events (one file per run) and images.
+  assert out.count("samples written to") == 1
+  assert len(glob.glob(os.path.join(multi, "events.out.tfevents.*"))) == 2
+  assert f"step_{LAST:08d}.png" in os.listdir(os.path.join(multi, "samples"))
 
 
 def test_distributed_without_a_cluster_is_one_line_and_exit_2(tmp_path):
