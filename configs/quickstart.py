@@ -1,6 +1,6 @@
 """Quickstart: a small DCGAN on the offline scikit-learn digits, upsampled to 16 px.
 
-About 1.5 minutes on a 2-core CPU; by the last step most samples are recognisable digits.
+About two minutes on a 2-core CPU; by the last step most samples are recognisable digits.
 """
 
 from aigc_jax.config import base_config
