@@ -10,7 +10,6 @@ split and decodes the straight line between their posterior means.
 
 from __future__ import annotations
 
-import os
 import re
 import sys
 from typing import Any, Sequence
@@ -43,8 +42,6 @@ def parse_seeds(spec: str) -> list[int]:
 def load_run(workdir: str, step: int | None = None) -> tuple[ml_collections.ConfigDict, Any, int]:
   """Loads (config, state, step) from a run's checkpoint: the latest, or `step`."""
   config = config_lib.complete(checkpoints.read_config(workdir))
-  if not os.path.isdir(checkpoints.checkpoint_dir(workdir)):
-    raise UserError(f"no checkpoint in {workdir!r}")
   manager = checkpoints.create_manager(workdir, read_only=True)
   steps = sorted(manager.all_steps())
   if not steps:
