@@ -122,8 +122,8 @@ def _kernel_and_bias(layer: nn.Module, x: jax.Array, k: int):
   return nn.dtypes.promote_dtype(x, kernel, bias, dtype=layer.dtype)
 
 
-class ConvDown2x(nn.Module):
-  """Stride-2 4x4 convolution with padding 1 that halves H and W (parameters as nn.Conv)."""
+class _Conv4x4(nn.Module):
+  """A layer with a [4, 4, C_in, features] kernel (and bias) computed by `op`, as flax's convs."""
 
   features: int
   use_bias: bool = True
@@ -132,71 +132,73 @@ class ConvDown2x(nn.Module):
   kernel_init: Initializer = nn.initializers.lecun_normal()
   bias_init: Initializer = nn.initializers.zeros_init()
 
+  def op(self, x: jax.Array, kernel: jax.Array) -> jax.Array:
+    raise NotImplementedError
+
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    """Maps [N, H, W, C] (H, W even) to [N, H/2, W/2, features]."""
+    """Applies the layer to [N, H, W, C_in]."""
     x, kernel, bias = _kernel_and_bias(self, x, 4)
-    y = conv_down_2x(x, kernel)
+    y = self.op(x, kernel)
     return y if bias is None else y + bias
 
 
-class ConvTranspose2x(nn.Module):
-  """Stride-2 4x4 transposed convolution that doubles H and W (parameters as nn.ConvTranspose)."""
+class ConvDown2x(_Conv4x4):
+  """Stride-2 4x4 convolution with padding 1: [N, H, W, C] (H, W even) -> [N, H/2, W/2, features].
+
+  Parameters as nn.Conv(features, (4, 4), strides=2, padding=1)."""
+
+  def op(self, x: jax.Array, kernel: jax.Array) -> jax.Array:
+    return conv_down_2x(x, kernel)
+
+
+class ConvTranspose2x(_Conv4x4):
+  """Stride-2 4x4 transposed convolution: [N, H, W, C] -> [N, 2H, 2W, features].
+
+  Parameters as nn.ConvTranspose(features, (4, 4), strides=2, padding="SAME")."""
+
+  def op(self, x: jax.Array, kernel: jax.Array) -> jax.Array:
+    return conv_transpose_2x(x, kernel)
+
+
+class _WholeMapConv(nn.Module):
+  """A layer with a [k, k, C_in, features] kernel (and bias) that maps between a kxk map and a vector."""
 
   features: int
+  kernel_size: int
   use_bias: bool = True
   dtype: Any = None
   param_dtype: Any = jnp.float32
   kernel_init: Initializer = nn.initializers.lecun_normal()
   bias_init: Initializer = nn.initializers.zeros_init()
 
+  def op(self, x: jax.Array, kernel: jax.Array) -> jax.Array:
+    raise NotImplementedError
+
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    """Maps [N, H, W, C] to [N, 2H, 2W, features]."""
-    x, kernel, bias = _kernel_and_bias(self, x, 4)
-    y = conv_transpose_2x(x, kernel)
+    """Applies the layer to its input (see the subclass)."""
+    x, kernel, bias = _kernel_and_bias(self, x, self.kernel_size)
+    y = self.op(x, kernel)
     return y if bias is None else y + bias
 
 
-class ConvTransposeFromVector(nn.Module):
+class ConvTransposeFromVector(_WholeMapConv):
   """A VALID stride-1 kxk transposed convolution of a 1x1 map: [N, C] -> [N, k, k, features]."""
 
-  features: int
-  kernel_size: int
-  use_bias: bool = True
-  dtype: Any = None
-  param_dtype: Any = jnp.float32
-  kernel_init: Initializer = nn.initializers.lecun_normal()
-  bias_init: Initializer = nn.initializers.zeros_init()
-
-  @nn.compact
-  def __call__(self, z: jax.Array) -> jax.Array:
-    """Maps a vector batch [N, C] to a map [N, k, k, features]."""
-    k = self.kernel_size
-    z, kernel, bias = _kernel_and_bias(self, z, k)
+  def op(self, z: jax.Array, kernel: jax.Array) -> jax.Array:
     # The transposed conv correlates the zero-padded point with the kernel, so
     # output pixel (i, j) reads tap (k-1-i, k-1-j).
-    y = jnp.einsum("nc,hwco->nhwo", z, kernel[::-1, ::-1])
-    return y if bias is None else y + bias
+    return jnp.einsum("nc,hwco->nhwo", z, kernel[::-1, ::-1])
 
 
-class ConvToVector(nn.Module):
-  """A VALID kxk convolution of a kxk map, squeezed: [N, k, k, C] -> [N, features]."""
+class ConvToVector(_WholeMapConv):
+  """A VALID kxk convolution of a kxk map, squeezed: [N, k, k, C] -> [N, features].
 
-  features: int
-  kernel_size: int
-  use_bias: bool = True
-  dtype: Any = None
-  param_dtype: Any = jnp.float32
-  kernel_init: Initializer = nn.initializers.lecun_normal()
-  bias_init: Initializer = nn.initializers.zeros_init()
+  nn.Conv's [N, 1, 1, features] output without the 1x1 axes."""
 
-  @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
-    """Maps a [N, k, k, C] map to [N, features] (nn.Conv's [N, 1, 1, features] output)."""
+  def op(self, x: jax.Array, kernel: jax.Array) -> jax.Array:
     k = self.kernel_size
     if x.shape[1:3] != (k, k):
       raise ValueError(f"ConvToVector({k}) needs {k}x{k} maps, got {x.shape}")
-    x, kernel, bias = _kernel_and_bias(self, x, k)
-    y = jnp.einsum("nhwc,hwco->no", x, kernel)
-    return y if bias is None else y + bias
+    return jnp.einsum("nhwc,hwco->no", x, kernel)
