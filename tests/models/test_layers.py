@@ -94,20 +94,27 @@ def test_conv_transpose_2x_matches_lax_conv_transpose_with_torch_padding(shape):
   _close(layers.conv_transpose_2x(x, kernel), numpy_ref)
 
 
+def _assert_matches_torch(ours, torch_op, x, kernel, to_torch_weight, rng):
+  """Our op vs a torch functional op (stride 2, padding 1): output and input/kernel gradients."""
+  torch = pytest.importorskip("torch")
+  tx = torch.tensor(np.asarray(x).transpose(0, 3, 1, 2), requires_grad=True)
+  tw = torch.tensor(to_torch_weight(kernel).astype(np.float32).copy(), requires_grad=True)
+  ty = torch_op(tx, tw, stride=2, padding=1)
+  cotangent = _normal(rng, *ty.shape)
+  (ty * torch.tensor(cotangent)).sum().backward()
+
+  y, dx, dkernel = _vjp(ours, x, kernel, cotangent.transpose(0, 2, 3, 1))
+  _close(y, ty.detach().numpy().transpose(0, 2, 3, 1))
+  _close(dx, tx.grad.numpy().transpose(0, 2, 3, 1))
+  _close(to_torch_weight(dkernel), tw.grad.numpy())
+
+
 def test_conv_transpose_2x_matches_torch():
   torch = pytest.importorskip("torch")
   rng = np.random.default_rng(3)
   x, kernel = _normal(rng, 2, 5, 6, 3), _normal(rng, 4, 4, 3, 4)
-  tx = torch.tensor(np.asarray(x).transpose(0, 3, 1, 2), requires_grad=True)
-  tw = torch.tensor(_flax_to_torch_weight(kernel).astype(np.float32).copy(), requires_grad=True)
-  ty = torch.nn.functional.conv_transpose2d(tx, tw, stride=2, padding=1)
-  cotangent = _normal(rng, *ty.shape)
-  (ty * torch.tensor(cotangent)).sum().backward()
-
-  y, dx, dkernel = _vjp(layers.conv_transpose_2x, x, kernel, cotangent.transpose(0, 2, 3, 1))
-  _close(y, ty.detach().numpy().transpose(0, 2, 3, 1))
-  _close(dx, tx.grad.numpy().transpose(0, 2, 3, 1))
-  _close(_flax_to_torch_weight(dkernel), tw.grad.numpy())
+  _assert_matches_torch(layers.conv_transpose_2x, torch.nn.functional.conv_transpose2d, x, kernel,
+                        _flax_to_torch_weight, rng)
 
 
 def test_conv_transpose_2x_rejects_other_kernel_sizes():
@@ -179,17 +186,9 @@ def test_conv_down_2x_matches_torch():
   torch = pytest.importorskip("torch")
   rng = np.random.default_rng(5)
   x, kernel = _normal(rng, 2, 6, 8, 16), _normal(rng, 4, 4, 16, 3)
-  tx = torch.tensor(np.asarray(x).transpose(0, 3, 1, 2), requires_grad=True)
   # Conv2d weight [out, in, kh, kw] applies as a correlation, like lax: no flip.
-  tw = torch.tensor(kernel.transpose(3, 2, 0, 1).copy(), requires_grad=True)
-  ty = torch.nn.functional.conv2d(tx, tw, stride=2, padding=1)
-  cotangent = _normal(rng, *ty.shape)
-  (ty * torch.tensor(cotangent)).sum().backward()
-
-  y, dx, dkernel = _vjp(layers.conv_down_2x, x, kernel, cotangent.transpose(0, 2, 3, 1))
-  _close(y, ty.detach().numpy().transpose(0, 2, 3, 1))
-  _close(dx, tx.grad.numpy().transpose(0, 2, 3, 1))
-  _close(np.asarray(dkernel).transpose(3, 2, 0, 1), tw.grad.numpy())
+  _assert_matches_torch(layers.conv_down_2x, torch.nn.functional.conv2d, x, kernel,
+                        lambda k: np.asarray(k).transpose(3, 2, 0, 1), rng)
 
 
 def test_conv_down_2x_rejects_odd_sizes_and_other_kernels():
