@@ -9,10 +9,9 @@ together, while only process 0 writes logs, TensorBoard events, config.json and 
 
 from __future__ import annotations
 
-import functools
 import math
 import sys
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -31,42 +30,6 @@ def _keys(seed: int) -> dict[str, jax.Array]:
   """The run's base keys: init, per-step (folded with the step), and the fixed sample-grid key."""
   init_key, step_key, sample_key = jax.random.split(jax.random.key(seed), 3)
   return {"init": init_key, "step": step_key, "sample": sample_key}
-
-
-def make_multi_step(step_fn: Callable, steps_per_dispatch: int) -> Callable:
-  """Wraps `step_fn` to run `steps_per_dispatch` steps per call, each with fold_in(key, step)."""
-
-  def one(state, batch, base_key):
-    return step_fn(state, batch, jax.random.fold_in(base_key, state.step))
-
-  if steps_per_dispatch == 1:
-    return lambda state, batches, base_key: one(state, batches[0], base_key)
-
-  def multi(state, batches, base_key):
-    stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *batches)
-    state, metrics = jax.lax.scan(lambda s, b: one(s, b, base_key), state, stacked)
-    return state, jax.tree.map(jnp.mean, metrics)
-
-  return multi
-
-
-def compile_train_step(config: ml_collections.ConfigDict, mesh, state_sharding) -> Callable:
-  """Jits the (multi-)step with explicit shardings: state replicated and donated, batch split."""
-  step_fn = trainers.get_trainer(config).make_train_step(config)
-  multi = make_multi_step(step_fn, config.train.steps_per_dispatch)
-  return jax.jit(multi,
-                 in_shardings=(state_sharding, parallel.batch_sharded(mesh), parallel.replicated(mesh)),
-                 out_shardings=(state_sharding, parallel.replicated(mesh)),
-                 donate_argnums=(0,))
-
-
-def init_state(config: ml_collections.ConfigDict, mesh, key: jax.Array) -> tuple[Any, Any]:
-  """Initialises the train state directly onto its (replicated) shardings."""
-  trainer = trainers.get_trainer(config)
-  init = functools.partial(trainer.init_state, config)
-  abstract = jax.eval_shape(init, key)
-  sharding = jax.tree.map(lambda _: parallel.replicated(mesh), abstract)
-  return jax.jit(init, out_shardings=sharding)(key), sharding
 
 
 def _check_finite(metrics: dict[str, float], step: int, last_good: int | None) -> None:
@@ -121,7 +84,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Any:
   trainer = trainers.get_trainer(config)
   mesh = parallel.create_mesh()
   keys = _keys(config.seed)
-  state, state_sharding = init_state(config, mesh, keys["init"])
+  state, state_sharding = trainers.init_sharded_state(config, mesh, keys["init"])
 
   manager = checkpoints.create_manager(workdir, config)
   last_good = manager.latest_step()
@@ -132,7 +95,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Any:
     checkpoints.write_config(workdir, config)
 
   writer = _create_writer(workdir, config, start_step)
-  train_step = compile_train_step(config, mesh, state_sharding)
+  train_step = trainers.compile_train_step(config, mesh, state_sharding)
   batches = data.create_train_iterator(config, mesh, start_step=start_step)
   k = config.train.steps_per_dispatch
   num_steps = config.train.num_steps

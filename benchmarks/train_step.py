@@ -3,7 +3,7 @@
 Cases: the pytorch/examples DCGAN at 64x64 (configs/dcgan_celeba64.py at batch 64), the conv VAE
 at 64x64 (configs/vae_cifar10.py at 64 px, batch 64), and the 28x28 MNIST configs
 (configs/dcgan_mnist.py, configs/vae_mnist.py, at their own batch sizes). The JAX side is the real training code:
-`train.init_state` + `train.compile_train_step` (jitted, donated state, the config's
+`trainers.init_sharded_state` + `trainers.compile_train_step` (jitted, donated state, the config's
 `steps_per_dispatch`). The PyTorch side builds the same architecture (layer for layer, same
 parameter count, which the script checks), the same batch, optimiser and loss (and generator EMA
 when the config has one), and the same update order (D on real and detached fake, then G through
@@ -33,7 +33,7 @@ import time
 import jax
 import numpy as np
 
-from aigc_jax import parallel, train
+from aigc_jax import parallel, trainers
 from configs import dcgan_celeba64, dcgan_mnist, vae_cifar10, vae_mnist
 
 
@@ -62,8 +62,8 @@ def _jax_runner(config):
   """Returns (run(steps), compile seconds, XLA temp bytes) for the project's compiled step."""
   mesh = parallel.create_mesh()
   key = jax.random.key(0)
-  state, sharding = train.init_state(config, mesh, key)
-  step = train.compile_train_step(config, mesh, sharding)
+  state, sharding = trainers.init_sharded_state(config, mesh, key)
+  step = trainers.compile_train_step(config, mesh, sharding)
   images = _images(config)
   batch = parallel.host_to_global({"image": images, "label": np.zeros(len(images), np.int32)}, mesh)
   k = config.train.steps_per_dispatch

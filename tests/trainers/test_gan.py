@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from aigc_jax import config as config_lib, parallel, train
+from aigc_jax import config as config_lib, parallel, train, trainers
 from aigc_jax.trainers import gan
 
 REAL = np.array([2.0, -1.0, 0.5, 0.0])
@@ -50,8 +50,8 @@ def run_steps(config, devices, batches):
   """Runs the jitted train step over a mesh of `devices`; returns host copies of state and metrics."""
   mesh = parallel.create_mesh(devices)
   keys = train._keys(config.seed)
-  state, sharding = train.init_state(config, mesh, keys["init"])
-  step = train.compile_train_step(config, mesh, sharding)
+  state, sharding = trainers.init_sharded_state(config, mesh, keys["init"])
+  step = trainers.compile_train_step(config, mesh, sharding)
   metrics = None
   for b in batches:
     global_batch = jax.device_put(b, parallel.batch_sharded(mesh))
