@@ -8,13 +8,19 @@ at 64x64 (configs/vae_cifar10.py at 64 px, batch 64), and the 28x28 MNIST config
 parameter count, which the script checks), the same batch, optimiser and loss (and generator EMA
 when the config has one), and the same update order (D on real and detached fake, then G through
 one shared G forward, as in pytorch/examples). Each repeat times every case's JAX and PyTorch steps
-back to back, so machine load hits both alike; medians after warm-up are reported. Peak RSS is
-measured per case and framework in a fresh subprocess: the peak over the RSS after imports, through
-compile and a few steps. Input-pipeline img/s (`benchmarks/input_pipeline.py`'s host batches,
-28x28 and 64x64) is compared with the train step.
+back to back, so machine load hits both alike; medians after warm-up are reported. On a CPU, peak
+RSS is measured per case and framework in a fresh subprocess: the peak over the RSS after imports,
+through compile and a few steps. Input-pipeline img/s (`benchmarks/input_pipeline.py`'s host
+batches, 28x28 and 64x64) is compared with the train step when TensorFlow is installed.
+
+When JAX's default backend is a GPU, PyTorch runs on CUDA too, channels-last with cuDNN autotuning,
+and `--compute_dtype=bfloat16` means bf16 compute with float32 params and optimiser state on both
+sides (PyTorch: autocast). The table then adds model FLOP utilisation: FLOPs per step from XLA's
+cost model of the step before optimisation (the same count for both frameworks) over the card's
+datasheet dense bf16 peak; memory is XLA's buffers vs PyTorch's peak allocation.
 
   python -m benchmarks.train_step [--quick] [--repeats=5] [--steps=4]
-      [--compute_dtype=bfloat16] [--cases=DCGAN,VAE 64]
+      [--compute_dtype=bfloat16] [--batch_size=N] [--cases=DCGAN,VAE 64]
 
 On a machine shared with other work, `taskset -c 0 python -m benchmarks.train_step` gives both
 frameworks one core: multi-threaded PyTorch collapses when its OpenMP threads are preempted, which
@@ -37,7 +43,7 @@ from aigc_jax import parallel, trainers
 from configs import dcgan_celeba64, dcgan_mnist, vae_cifar10, vae_mnist
 
 
-def _configs(compute_dtype: str) -> dict:
+def _configs(compute_dtype: str, batch_size: int = 0) -> dict:
   dcgan64 = dcgan_celeba64.get_config()
   dcgan64.train.batch_size = 64
   vae64 = vae_cifar10.get_config()
@@ -47,6 +53,7 @@ def _configs(compute_dtype: str) -> dict:
            "DCGAN 28x28 (MNIST)": dcgan_mnist.get_config(), "VAE 28x28 (MNIST)": vae_mnist.get_config()}
   for config in cases.values():
     config.train.compute_dtype = compute_dtype
+    config.train.batch_size = batch_size or config.train.batch_size
   return cases
 
 
@@ -59,7 +66,7 @@ def _images(config) -> np.ndarray:
 # --- JAX ---------------------------------------------------------------------------------------
 
 def _jax_runner(config):
-  """Returns (run(steps), compile seconds, XLA temp bytes) for the project's compiled step."""
+  """Returns (run(steps), compile s, XLA temp bytes, parameter count, FLOPs per step, device bytes)."""
   mesh = parallel.create_mesh()
   key = jax.random.key(0)
   state, sharding = trainers.init_sharded_state(config, mesh, key)
@@ -69,9 +76,13 @@ def _jax_runner(config):
   k = config.train.steps_per_dispatch
   batches = [batch] * k
   start = time.perf_counter()
-  compiled = step.lower(state, batches, key).compile()
+  lowered = step.lower(state, batches, key)
+  compiled = lowered.compile()
   compile_seconds = time.perf_counter() - start
-  temp_bytes = compiled.memory_analysis().temp_size_in_bytes
+  memory = compiled.memory_analysis()
+  # Model FLOPs from the HLO before optimisation: on GPUs the optimised module hands convolutions
+  # to cuDNN custom calls, which the cost model does not count.
+  flops_per_step = lowered.cost_analysis()["flops"] / k
   holder = [state]
 
   def run(steps: int) -> None:
@@ -80,8 +91,10 @@ def _jax_runner(config):
     jax.block_until_ready((holder[0], metrics))
 
   run(k)
-  return run, compile_seconds, temp_bytes, sum(x.size for x in jax.tree.leaves(
+  num_params = sum(x.size for x in jax.tree.leaves(
       (holder[0].g_params, holder[0].d_params) if hasattr(holder[0], "g_params") else holder[0].params))
+  device_bytes = memory.temp_size_in_bytes + memory.argument_size_in_bytes + memory.output_size_in_bytes
+  return run, compile_seconds, memory.temp_size_in_bytes, num_params, flops_per_step, device_bytes
 
 
 # --- PyTorch -----------------------------------------------------------------------------------
@@ -90,7 +103,7 @@ def _stages(image_size: int) -> tuple[int, int]:
   return (7, 2) if image_size == 28 else (4, image_size.bit_length() - 3)
 
 
-def _torch_dcgan(config):
+def _torch_dcgan(config, place, amp):
   import torch  # pylint: disable=import-outside-toplevel
   from torch import nn  # pylint: disable=import-outside-toplevel
   start, num_stages = _stages(config.data.image_size)
@@ -109,26 +122,28 @@ def _torch_dcgan(config):
     d_layers.append(nn.LeakyReLU(0.2, inplace=True))
     cin = width * 2 ** i
   d_layers.append(nn.Conv2d(cin, 1, start, 1, 0, bias=False))
-  g, d = nn.Sequential(*g_layers), nn.Sequential(*d_layers)
+  g, d = place(nn.Sequential(*g_layers)), place(nn.Sequential(*d_layers))
   betas = (config.train.b1, config.train.b2)
   g_opt = torch.optim.Adam(g.parameters(), lr=config.train.learning_rate, betas=betas)
   d_opt = torch.optim.Adam(d.parameters(), lr=config.gan.d_learning_rate, betas=betas)
   loss = nn.BCEWithLogitsLoss()
-  real = torch.from_numpy(_images(config).transpose(0, 3, 1, 2).copy())
+  real = place(torch.from_numpy(_images(config).transpose(0, 3, 1, 2).copy()))
   n = real.shape[0]
-  ones, zeros = torch.ones(n), torch.zeros(n)
+  ones, zeros = place(torch.ones(n)), place(torch.zeros(n))
   g_params = list(g.parameters())
   ema = [p.detach().clone() for p in g_params] if config.gan.ema_half_life_images > 0 else None
   ema_beta = 0.5 ** (n / config.gan.ema_half_life_images) if ema else 0.0
 
   def step() -> None:
     d.zero_grad()
-    fake = g(torch.randn(n, nz, 1, 1))
-    d_loss = loss(d(real).view(-1), ones) + loss(d(fake.detach()).view(-1), zeros)
+    with amp():
+      fake = g(torch.randn(n, nz, 1, 1, device=real.device))
+      d_loss = loss(d(real).view(-1), ones) + loss(d(fake.detach()).view(-1), zeros)
     d_loss.backward()
     d_opt.step()
     g.zero_grad()
-    g_loss = loss(d(fake).view(-1), ones)
+    with amp():
+      g_loss = loss(d(fake).view(-1), ones)
     g_loss.backward()
     g_opt.step()
     if ema:
@@ -138,7 +153,7 @@ def _torch_dcgan(config):
   return step, sum(p.numel() for p in (*g.parameters(), *d.parameters()))
 
 
-def _torch_vae(config):
+def _torch_vae(config, place, amp):
   import torch  # pylint: disable=import-outside-toplevel
   from torch import nn  # pylint: disable=import-outside-toplevel
   start, num_stages = _stages(config.data.image_size)
@@ -154,48 +169,74 @@ def _torch_vae(config):
     dec += [nn.ConvTranspose2d(cin, c, 4, 2, 1), nn.ReLU(True)]
     cin = c
   dec.append(nn.ConvTranspose2d(cin, channels, 4, 2, 1))
-  encoder, decoder = nn.Sequential(*enc), nn.Sequential(*dec)
+  encoder, decoder = place(nn.Sequential(*enc)), place(nn.Sequential(*dec))
   params = [*encoder.parameters(), *decoder.parameters()]
   opt = torch.optim.Adam(params, lr=config.train.learning_rate, betas=(config.train.b1, config.train.b2))
-  images = torch.from_numpy(_images(config).transpose(0, 3, 1, 2).copy())
+  images = place(torch.from_numpy(_images(config).transpose(0, 3, 1, 2).copy()))
   var = config.vae.decoder_std ** 2
 
   def step() -> None:
     opt.zero_grad()
-    mean, logvar = encoder(images).chunk(2, dim=1)
-    z = mean + torch.exp(0.5 * logvar) * torch.randn_like(mean)
-    out = decoder(z)
-    if config.vae.likelihood == "bernoulli":
-      nll = nn.functional.binary_cross_entropy_with_logits(out, (images + 1) / 2, reduction="none")
-    else:
-      nll = 0.5 * (images - out) ** 2 / var + 0.5 * np.log(2 * np.pi * var)
-    kl = 0.5 * (logvar.exp() + mean ** 2 - 1 - logvar).sum(1)
-    (nll.sum((1, 2, 3)) + config.vae.beta * kl).mean().backward()
+    with amp():
+      mean, logvar = encoder(images).chunk(2, dim=1)
+      z = mean + torch.exp(0.5 * logvar) * torch.randn_like(mean)
+      out = decoder(z)
+      if config.vae.likelihood == "bernoulli":
+        nll = nn.functional.binary_cross_entropy_with_logits(out, (images + 1) / 2, reduction="none")
+      else:
+        nll = 0.5 * (images - out) ** 2 / var + 0.5 * np.log(2 * np.pi * var)
+      kl = 0.5 * (logvar.exp() + mean ** 2 - 1 - logvar).sum(1)
+      loss = (nll.sum((1, 2, 3)) + config.vae.beta * kl).mean()
+    loss.backward()
     opt.step()
 
   return step, sum(p.numel() for p in params)
 
 
 def _torch_runner(config):
-  """Returns (run(steps), parameter count) for the PyTorch reference of the config's model."""
+  """Returns (run(steps), parameter count, peak GPU bytes or None) for the PyTorch reference.
+
+  When JAX runs on a GPU, PyTorch runs on CUDA with channels-last tensors (its fast layout for
+  convolutions) and cuDNN autotuning; with compute_dtype bfloat16 the forward passes run under
+  bf16 autocast (params and optimiser state float32, as in the JAX step).
+  """
   import torch  # pylint: disable=import-outside-toplevel
   torch.manual_seed(0)
-  step, num_params = (_torch_dcgan if config.model.family == "gan" else _torch_vae)(config)
+  cuda = jax.default_backend() == "gpu"
+  device = torch.device("cuda" if cuda else "cpu")
+  layout = torch.channels_last if cuda else torch.contiguous_format
+  torch.backends.cudnn.benchmark = cuda
+
+  def place(x):  # a module, or a tensor (only 4-D ones have a layout)
+    if isinstance(x, torch.Tensor) and x.dim() != 4:
+      return x.to(device)
+    return x.to(device, memory_format=layout)
+
+  def amp():
+    return torch.autocast(device.type, dtype=torch.bfloat16,
+                          enabled=config.train.compute_dtype == "bfloat16")
+
+  if cuda:
+    torch.cuda.reset_peak_memory_stats()
+  step, num_params = (_torch_dcgan if config.model.family == "gan" else _torch_vae)(config, place, amp)
 
   def run(steps: int) -> None:
     for _ in range(steps):
       step()
+    if cuda:
+      torch.cuda.synchronize()
 
-  run(1)
-  return run, num_params
+  run(2)
+  return run, num_params, torch.cuda.max_memory_allocated() if cuda else None
 
 
 # --- driver ------------------------------------------------------------------------------------
 
-def _peak_rss_mib(framework: str, case: str, compute_dtype: str) -> float:
+def _peak_rss_mib(framework: str, case: str, compute_dtype: str, batch_size: int) -> float:
   """Peak RSS of a fresh process that builds, compiles and runs 3 steps of one case."""
   out = subprocess.run([sys.executable, "-m", "benchmarks.train_step", "--rss_of", framework, case,
-                        "--compute_dtype", compute_dtype], capture_output=True, text=True,
+                        "--compute_dtype", compute_dtype, "--batch_size", str(batch_size)],
+                       capture_output=True, text=True,
                        check=True, cwd=os.path.join(os.path.dirname(__file__), ".."))
   return float(out.stdout.split()[-1])
 
@@ -205,11 +246,11 @@ def _proc_status_mib(field: str) -> float:
     return next(int(line.split()[1]) for line in f if line.startswith(field + ":")) / 1024
 
 
-def _rss_child(framework: str, case: str, compute_dtype: str) -> None:
+def _rss_child(framework: str, case: str, compute_dtype: str, batch_size: int) -> None:
   """Prints peak RSS minus the RSS after imports (which TensorFlow and torch dominate)."""
   if framework == "torch":
     import torch  # pylint: disable=import-outside-toplevel,unused-import
-  config = _configs(compute_dtype)[case]
+  config = _configs(compute_dtype, batch_size)[case]
   baseline = _proc_status_mib("VmRSS")
   run = (_jax_runner if framework == "jax" else _torch_runner)(config)[0]
   run(3 * config.train.steps_per_dispatch)
@@ -238,43 +279,56 @@ def _input_rates(quick: bool) -> dict[int, float]:
   return rates
 
 
+# Dense bf16 tensor-core peak from the vendor's datasheets (SXM parts), for model FLOP utilisation.
+_BF16_PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}
+
+
+def _bf16_peak_tflops(device_kind: str) -> float | None:
+  return next((v for k, v in _BF16_PEAK_TFLOPS.items() if k in device_kind), None)
+
+
 def main() -> None:
-  """Prints a markdown table: img/s JAX vs PyTorch per case, compile time, peak RSS, input rates."""
+  """Prints a markdown table: img/s JAX vs PyTorch per case, compile time, memory, input rates."""
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--quick", action="store_true", help="smoke run: 28x28 cases, 1 repeat")
   parser.add_argument("--repeats", type=int, default=5)
   parser.add_argument("--steps", type=int, default=4, help="train steps per timed repeat")
   parser.add_argument("--compute_dtype", default="float32", choices=("float32", "bfloat16"))
+  parser.add_argument("--batch_size", type=int, default=0, help="every case's batch (0: its config's)")
   parser.add_argument("--cases", default="", help="comma-separated case-name prefixes to run")
   parser.add_argument("--rss_of", nargs=2, metavar=("FRAMEWORK", "CASE"), help=argparse.SUPPRESS)
   args = parser.parse_args()
   if args.rss_of:
-    _rss_child(*args.rss_of, args.compute_dtype)
+    _rss_child(*args.rss_of, args.compute_dtype, args.batch_size)
     return
   import torch  # pylint: disable=import-outside-toplevel
   # torch would start a thread per core of the machine even under `taskset`: oversubscribed
   # OpenMP threads collapse, so both frameworks get the CPUs this process may run on.
   torch.set_num_threads(len(os.sched_getaffinity(0)))
-  cases = _configs(args.compute_dtype)
+  gpu = jax.default_backend() == "gpu"
+  cases = _configs(args.compute_dtype, args.batch_size)
   if args.quick:
     cases = {name: c for name, c in cases.items() if "28x28" in name}
     args.repeats, args.steps = min(args.repeats, 1), 2
   if args.cases:
     cases = {n: c for n, c in cases.items() if any(n.startswith(p) for p in args.cases.split(","))}
-  print(f"jax {jax.__version__} ({jax.devices()[0].device_kind}, {jax.device_count()} device), "
-        f"torch {torch.__version__} ({torch.get_num_threads()} threads), "
+  device_kind = jax.devices()[0].device_kind
+  torch_device = torch.cuda.get_device_name() if gpu else f"CPU, {torch.get_num_threads()} threads"
+  print(f"jax {jax.__version__} ({device_kind}, {jax.device_count()} device), "
+        f"torch {torch.__version__} ({torch_device}), "
         f"{len(os.sched_getaffinity(0))} of {os.cpu_count()} CPU cores, "
         f"compute_dtype {args.compute_dtype}; load average before: {os.getloadavg()[0]:.2f}")
 
   frameworks = ["JAX", "PyTorch"]
-  runners, compile_s, temp_mib, param_counts = {}, {}, {}, {}
+  runners, compile_s, temp_mib, flops, device_mib, param_counts = {}, {}, {}, {}, {}, {}
   for name, config in cases.items():
     for framework in frameworks:
       if framework == "PyTorch":
-        run, num_params = _torch_runner(config)
+        run, num_params, peak_bytes = _torch_runner(config)
       else:
-        run, compile_s[name, framework], temp_bytes, num_params = _jax_runner(config)
-        temp_mib[name, framework] = temp_bytes / 2**20
+        run, compile_s[name], temp_bytes, num_params, flops[name], peak_bytes = _jax_runner(config)
+        temp_mib[name] = temp_bytes / 2**20
+      device_mib[name, framework] = (peak_bytes or 0) / 2**20
       if num_params != param_counts.setdefault(name, num_params):
         raise AssertionError(f"{name}: {framework} has {num_params} parameters, "
                              f"not {param_counts[name]}")
@@ -288,26 +342,38 @@ def main() -> None:
       times[name, framework].append(_seconds(run, steps) / steps)
   load = os.getloadavg()[0]
 
-  print(f"\nmedian of {args.repeats} repeats x {args.steps} steps; load average after: {load:.2f}")
-  jax_columns = [f for f in frameworks if f != "PyTorch"]
-  print("| case | batch | " + " | ".join(f"{f} img/s" for f in frameworks) + " | "
-        + " | ".join(f"{f}/PyTorch" for f in jax_columns) + " | JAX compile s | XLA temp MiB | "
-        "peak RSS over imports, MiB, JAX / PyTorch |")
-  print("|---" * (5 + 2 * len(jax_columns)) + "|")
+  peak = _bf16_peak_tflops(device_kind) if gpu and args.compute_dtype == "bfloat16" else None
+  memory_header = ("device MiB, JAX (XLA buffers) / PyTorch (peak allocated)" if gpu
+                   else "peak RSS over imports, MiB, JAX / PyTorch")
+  print(f"\nmedian of {args.repeats} repeats x {args.steps} steps; load average after: {load:.2f}"
+        + (f"; MFU against {peak:.0f} TFLOP/s (datasheet dense bf16)" if peak else ""))
+  print("| case | batch | JAX img/s | PyTorch img/s | JAX/PyTorch | model GFLOP/step | MFU JAX / PyTorch "
+        f"| JAX compile s | XLA temp MiB | {memory_header} |")
+  print("|---" * 10 + "|")
   rates = {}
   for name, config in cases.items():
     batch = config.train.batch_size
-    rate = {f: batch / statistics.median(times[name, f]) for f in frameworks}
+    seconds = {f: statistics.median(times[name, f]) for f in frameworks}
+    rate = {f: batch / seconds[f] for f in frameworks}
     rates[name] = rate["JAX"]
-    rss = "-" if args.quick else " / ".join(
-        f"{_peak_rss_mib(f, name, args.compute_dtype):,.0f}" for f in ("jax", "torch"))
-    print(f"| {name} | {batch} | " + " | ".join(f"{rate[f]:,.1f}" for f in frameworks) + " | "
-          + " | ".join(f"{rate[f] / rate['PyTorch']:.2f}x" for f in jax_columns)
-          + f" | {compile_s[name, 'JAX']:.1f} | {temp_mib[name, 'JAX']:,.0f} | {rss} |", flush=True)
+    mfu = " / ".join(f"{flops[name] / seconds[f] / (peak * 1e12):.1%}" for f in frameworks) if peak else "-"
+    if gpu:
+      memory = " / ".join(f"{device_mib[name, f]:,.0f}" for f in frameworks)
+    else:
+      memory = "-" if args.quick else " / ".join(
+          f"{_peak_rss_mib(f, name, args.compute_dtype, args.batch_size):,.0f}" for f in ("jax", "torch"))
+    print(f"| {name} | {batch} | {rate['JAX']:,.1f} | {rate['PyTorch']:,.1f} | "
+          f"{rate['JAX'] / rate['PyTorch']:.2f}x | {flops[name] / 1e9:,.2f} | {mfu} | "
+          f"{compile_s[name]:.1f} | {temp_mib[name]:,.0f} | {memory} |", flush=True)
 
+  try:
+    input_rates = _input_rates(args.quick)
+  except ImportError as e:  # the GPU machines' images carry no TensorFlow
+    print(f"\ninput pipeline not measured: {e}")
+    return
   print("\n| input pipeline (host batches of 64) | img/s | fastest train step at that size | ratio |")
   print("|---|---|---|---|")
-  for size, rate in _input_rates(args.quick).items():
+  for size, rate in input_rates.items():
     step_rate = max((r for n, r in rates.items() if f"{size}x{size}" in n), default=None)
     if step_rate is None:
       print(f"| {size}x{size} | {rate:,.0f} | - | - |")
