@@ -53,6 +53,18 @@ def test_fid_matches_independent_reference(n1, n2, d):
   assert cached == pytest.approx(expected, rel=1e-6)
 
 
+def test_fid_with_a_constant_feature_matches_reference():
+  # A feature that never varies makes S2 exactly singular: Cholesky fails and the two-product
+  # route must give the same value as the full-rank route does elsewhere.
+  x1, x2 = _gaussian(7, 300, 10), _gaussian(8, 300, 10, shift=0.5)
+  x2[:, 3] = 2.0
+  (mu1, s1), (mu2, s2) = _stats(x1), _stats(x2)
+  with pytest.raises(np.linalg.LinAlgError):
+    np.linalg.cholesky(s2)
+  expected = _fid_reference(x1, x2)
+  assert metrics.frechet_distance(mu1, s1, mu2, s2) == pytest.approx(expected, rel=1e-6)
+
+
 def test_fid_matches_scipy_sqrtm_on_full_rank():
   x1, x2 = _gaussian(4, 500, 12), _gaussian(5, 500, 12, shift=1.0)
   (mu1, s1), (mu2, s2) = _stats(x1), _stats(x2)
