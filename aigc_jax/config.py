@@ -34,6 +34,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.width = 32              # base channel count (ngf = ndf for the DCGAN)
   c.model.num_classes = 0         # > 0: class-conditional model
   c.model.d_norm = "batch"        # discriminator normalisation: batch | none | spectral
+  c.model.d_minibatch_std = 0     # > 0: D sees the feature std over groups of this many examples
 
   c.data = ml_collections.ConfigDict()
   c.data.dataset = "digits"
@@ -128,6 +129,12 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
   if config.train.eval_every % k:
     _fail("train.eval_every", config.train.eval_every,
           f"must be a multiple of train.steps_per_dispatch ({k})")
+  group = config.model.d_minibatch_std
+  if isinstance(group, bool) or not isinstance(group, int) or group < 0:
+    _fail("model.d_minibatch_std", group, "must be 0 (off) or a positive group size")
+  if group and config.train.batch_size % group:
+    _fail("model.d_minibatch_std", group,
+          f"the group size must divide train.batch_size ({config.train.batch_size})")
   if config.model.num_classes < 0:
     _fail("model.num_classes", config.model.num_classes, "must be 0 (unconditional) or positive")
   if config.train.eval_every < 0:

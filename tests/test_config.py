@@ -1,5 +1,7 @@
 """Config validation: each bad value is named with what is allowed."""
 
+import re
+
 import pytest
 
 from aigc_jax import config as config_lib
@@ -50,11 +52,13 @@ def test_global_batch_must_divide_over_devices():
     ({"gan__ada_target": 1.5}, "gan.ada_target"),
     ({"gan__loss": "wgan_gp"}, "model.d_norm='batch'"),
     ({"model__d_norm": "layer"}, "spectral"),
+    ({"model__d_minibatch_std": -1}, "model.d_minibatch_std=-1"),
+    ({"model__d_minibatch_std": 5}, "divide train.batch_size (64)"),
     ({"vae__learn_decoder_std": True}, "vae.learn_decoder_std"),
     ({"vae__kl_warmup_steps": -1}, "vae.kl_warmup_steps"),
 ])
 def test_bad_quality_options_name_the_key(overrides, message):
-  with pytest.raises(UserError, match=message.replace(".", r"\.")):
+  with pytest.raises(UserError, match=re.escape(message)):
     config_lib.validate(_config(**overrides))
 
 

@@ -12,6 +12,11 @@ example), and weights are initialised N(0, 0.02), batch-norm scales N(1, 0.02).
 With `norm="spectral"` every D convolution is spectrally normalised
 (`normalization.SpectralConv`, Miyato et al. 2018) and has a bias, and there is no batch norm.
 
+With `minibatch_std=G > 0`, D appends one feature map before its last convolution: the
+standard deviation of its features over groups of G examples, averaged to one number per
+group (StyleGAN's minibatch standard deviation, Karras et al. 2018), so D can see a batch
+of samples that lacks variety.
+
 Conditional models (`num_classes > 0`) concatenate a class embedding to z in G
 and add a projection term <embed(y), sum_hw features> to D's logit
 (Miyato & Koyama 2018).
@@ -43,6 +48,19 @@ def stages(image_size: int) -> tuple[int, int]:
   if image_size in (8, 16, 32, 64):
     return 4, image_size.bit_length() - 3
   raise ValueError(f"DCGAN image size must be one of 8, 16, 28, 32, 64; got {image_size}")
+
+
+def minibatch_stddev(x: jax.Array, group_size: int) -> jax.Array:
+  """Appends to [N,H,W,C] features a map of their std over groups of `group_size` examples."""
+  n, h, w, c = x.shape
+  group = min(group_size, n)
+  if n % group:
+    raise ValueError(f"minibatch std groups of {group} do not divide a batch of {n}")
+  # Example i joins group i % (n // group), as in StyleGAN: strided, not contiguous.
+  y = x.astype(jnp.float32).reshape(group, n // group, h, w, c)
+  std = jnp.sqrt(jnp.var(y, axis=0) + 1e-8).mean(axis=(1, 2, 3))
+  maps = jnp.broadcast_to(jnp.tile(std, group)[:, None, None, None], (n, h, w, 1))
+  return jnp.concatenate([x, maps.astype(x.dtype)], axis=-1)
 
 
 def _check_labels(labels: jax.Array | None, num_classes: int) -> None:
@@ -91,6 +109,7 @@ class Discriminator(nn.Module):
   width: int = 64
   num_classes: int = 0
   norm: str = "batch"
+  minibatch_std: int = 0
   dtype: Any = jnp.float32
 
   @nn.compact
@@ -109,7 +128,8 @@ class Discriminator(nn.Module):
       if i > 0 and self.norm == "batch":
         x = _batch_norm(train, self.dtype)(x)
       x = nn.leaky_relu(x, 0.2)
-    logits = self._conv(1, start, 1, "VALID", x, train, f"Conv_{num_stages}")
+    last = minibatch_stddev(x, self.minibatch_std) if self.minibatch_std else x
+    logits = self._conv(1, start, 1, "VALID", last, train, f"Conv_{num_stages}")
     logits = logits.reshape(-1).astype(jnp.float32)
     if self.num_classes:
       features = x.astype(jnp.float32).sum(axis=(1, 2))

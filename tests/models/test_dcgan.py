@@ -209,3 +209,38 @@ def test_spectral_discriminator_kernels_reach_unit_norm_and_u_lives_in_its_colle
   d = dcgan.Discriminator(image_size=16, width=4, norm="spectral")
   dv = d.init(jax.random.key(1), jnp.zeros((1, 16, 16, 1)), train=False)
   assert set(dv) == {"params", "spectral"} and len(dv["spectral"]) == 3
+
+
+def _minibatch_stddev_reference(x: np.ndarray, group: int) -> np.ndarray:
+  """StyleGAN's minibatch std in float64 loops: example i is in group i % (n / group)."""
+  n, h, w, _ = x.shape
+  num_groups = n // group
+  out = np.empty((n, h, w, 1))
+  for g in range(num_groups):
+    members = x[g::num_groups].astype(np.float64)
+    out[g::num_groups] = np.sqrt(members.var(axis=0) + 1e-8).mean()
+  return np.concatenate([x, out], axis=-1)
+
+
+@pytest.mark.parametrize("n, group", [(8, 4), (6, 2), (3, 4)])
+def test_minibatch_stddev_matches_numpy(n, group):
+  x = np.random.default_rng(n).normal(size=(n, 3, 3, 5)).astype(np.float32)
+  np.testing.assert_allclose(dcgan.minibatch_stddev(jnp.asarray(x), group),
+                             _minibatch_stddev_reference(x, min(group, n)), rtol=1e-5, atol=1e-6)
+
+
+def test_minibatch_stddev_needs_groups_that_divide_the_batch():
+  with pytest.raises(ValueError, match="do not divide"):
+    dcgan.minibatch_stddev(jnp.zeros((6, 2, 2, 1)), 4)
+
+
+def test_minibatch_std_discriminator_scores_a_batch_by_its_variety():
+  d = dcgan.Discriminator(image_size=16, width=4, minibatch_std=4)
+  images = jnp.asarray(np.random.default_rng(0).uniform(-1, 1, (4, 16, 16, 1)), jnp.float32)
+  variables = random_variables(d, images, None, train=False)
+  # The last conv reads width*2 features plus the std map.
+  assert variables["params"]["Conv_2"]["kernel"].shape[-2] == 4 * 2 + 1
+  varied = _apply(d, variables, images, None)[0]
+  # The same image four times has zero std: every logit moves, though each image is unchanged.
+  copies = _apply(d, variables, jnp.repeat(images[:1], 4, axis=0), None)[0]
+  assert not np.allclose(varied[0], copies[0], atol=1e-4)
