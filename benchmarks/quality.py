@@ -18,6 +18,7 @@ benchmarks/RESULTS.md with the table.
 
 from __future__ import annotations
 
+import gzip
 import importlib.util
 import os
 import platform
@@ -33,7 +34,7 @@ from absl import app, flags
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from aigc_jax import train, trainers  # noqa: E402
+from aigc_jax import checkpoints, config as config_lib, parallel, trainers  # noqa: E402
 from aigc_jax.evaluation import features, pipeline  # noqa: E402
 
 SUBSET = "test[:2000]"
@@ -51,17 +52,30 @@ VARIANTS = {
     "dcgan_2k_diffaug": ("dcgan_mnist", {"data.split": SUBSET, "gan.augment": "diffaugment"}),
     "dcgan_2k_ada": ("dcgan_mnist", {"data.split": SUBSET, "gan.augment": "ada"}),
     "vae": ("vae_mnist", {}),
+    "w64": ("dcgan_mnist", {"model.width": 64}),
+    "w64_b128": ("dcgan_mnist", {"model.width": 64, "train.batch_size": 128}),
+    "w64_ttur": ("dcgan_mnist", {"model.width": 64, "train.learning_rate": 1e-4,
+                                 "gan.d_learning_rate": 4e-4}),
+    "w64_mbstd": ("dcgan_mnist", {"model.width": 64, "model.d_minibatch_std": 4}),
+    "w64_hinge_sn": ("dcgan_mnist", {"model.width": 64, "gan.loss": "hinge", "model.d_norm": "spectral"}),
+    "w64_sn": ("dcgan_mnist", {"model.width": 64, "model.d_norm": "spectral"}),
+    "w64_r1": ("dcgan_mnist", {"model.width": 64, "model.d_norm": "none", "gan.r1_gamma": 1.0}),
+    "w64_ema20k": ("dcgan_mnist", {"model.width": 64, "gan.ema_half_life_images": 20_000}),
 }
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("mnist_dir", os.path.join(ROOT, "..", "shared", "data", "mnist"), "Folder of MNIST IDX files.")
 flags.DEFINE_list("variants", ["dcgan", "hinge_sn", "cgan", "dcgan_2k", "dcgan_2k_diffaug", "dcgan_2k_ada"],
                   f"Variants to train and score: {', '.join(VARIANTS)}.")
-flags.DEFINE_integer("steps", 3000, "Training steps per variant (batch size from the config).")
+flags.DEFINE_list("steps", ["3000"], "Training budgets per variant (batch size from the config); each "
+                  "later budget resumes the run and is scored again.")
 flags.DEFINE_integer("num_samples", 10_000, "Generated images scored per variant.")
 flags.DEFINE_list("truncations", ["1.0"], "Truncation psi values to score each variant at (1.0: none).")
 flags.DEFINE_string("root", "/tmp/aigc_quality", "Where the runs are kept.")
 flags.DEFINE_bool("write_results", False, "Replace the Model quality section of benchmarks/RESULTS.md.")
+flags.DEFINE_integer("steps_per_dispatch", 1, "Train steps per jitted call (speed only; same results).")
+flags.DEFINE_bool("in_memory", False, "Train from the IDX files held in memory instead of the TFDS "
+                  "pipeline (for machines without TensorFlow); same steps, another batch order.")
 
 
 def variant_config(name: str, mnist_dir: str, steps: int) -> ml_collections.ConfigDict:
@@ -126,28 +140,85 @@ def score(config: ml_collections.ConfigDict, state, num_samples: int, cache_dir:
   return result
 
 
+def read_mnist(mnist_dir: str, split: str) -> tuple[np.ndarray, np.ndarray]:
+  """Images (float32 [N,28,28,1] in [-1,1]) and labels of "test", "train" or "test[:N]", without TensorFlow."""
+  m = re.fullmatch(r"(train|test)(?:\[:(\d+)\])?", split)
+  if not m:
+    raise app.UsageError(f"--in_memory reads 'train', 'test' or 'test[:N]', not {split!r}")
+  prefix = "t10k" if m[1] == "test" else "train"
+
+  def read(name: str, header: int) -> np.ndarray:
+    path = os.path.join(mnist_dir, name)
+    opener = gzip.open if os.path.isfile(path + ".gz") else open
+    with opener(path + ".gz" if opener is gzip.open else path, "rb") as f:
+      return np.frombuffer(f.read(), np.uint8, offset=header)
+
+  count = None if m[2] is None else int(m[2])
+  pixels = read(f"{prefix}-images-idx3-ubyte", 16).reshape(-1, 28, 28, 1)[:count]
+  labels = read(f"{prefix}-labels-idx1-ubyte", 8).astype(np.int32)[:count]
+  return pixels.astype(np.float32) / 127.5 - 1.0, labels
+
+
+def memory_batch(images: np.ndarray, labels: np.ndarray, batch_size: int, seed: int, step: int) -> dict:
+  """Batch `step` of epochs that each draw a (seed, epoch)-seeded permutation, remainder dropped."""
+  epoch, i = divmod(step, len(images) // batch_size)
+  order = np.random.default_rng([seed, epoch]).permutation(len(images))[i * batch_size:(i + 1) * batch_size]
+  return {"image": images[order], "label": labels[order]}
+
+
+def train_in_memory(config: ml_collections.ConfigDict, workdir: str, images: np.ndarray,
+                    labels: np.ndarray):
+  """Trains like `train.train_and_evaluate` (keys, steps, checkpoints, resuming) from arrays in memory."""
+  config_lib.validate(config, jax.device_count())
+  mesh = parallel.create_mesh()
+  # The same base keys as aigc_jax.train: (init, step, sample) split from the seed.
+  init_key, step_key, _ = jax.random.split(jax.random.key(config.seed), 3)
+  state, sharding = trainers.init_sharded_state(config, mesh, init_key)
+  manager = checkpoints.create_manager(workdir, config)
+  if manager.latest_step() is not None:
+    state, step_key = checkpoints.restore(manager, manager.latest_step(), state, step_key)
+  checkpoints.write_config(workdir, config)
+  train_step = trainers.compile_train_step(config, mesh, sharding)
+  k, batch_size = config.train.steps_per_dispatch, config.train.batch_size
+  start = int(jax.device_get(state.step))
+  for step in range(start, config.train.num_steps, k):
+    batches = [parallel.host_to_global(memory_batch(images, labels, batch_size, config.seed, s), mesh)
+               for s in range(step, step + k)]
+    state, _ = train_step(state, batches, step_key)
+  if start < config.train.num_steps:
+    checkpoints.save(manager, config.train.num_steps, state, step_key)
+  manager.close()
+  return state
+
+
 def run_variant(name: str) -> list[dict]:
-  """Trains (or resumes) variant `name` and scores it at each truncation; returns table rows."""
-  config = variant_config(name, FLAGS.mnist_dir, FLAGS.steps)
+  """Trains (or resumes) variant `name` to each budget and scores it at each truncation; returns table rows."""
   workdir = os.path.join(FLAGS.root, name)
-  timing = os.path.join(workdir, "train_seconds.txt")
-  start = time.perf_counter()
-  state = train.train_and_evaluate(config, workdir)
-  if not os.path.isfile(timing):  # A re-run only re-scores: keep the first run's training time.
-    with open(timing, "w") as f:
-      f.write(f"{time.perf_counter() - start:.1f}")
-  with open(timing) as f:
-    wall = float(f.read())
-  rows = []
-  for psi in map(float, FLAGS.truncations):
-    label = name if psi == 1.0 else f"{name}, psi={psi:g}"
-    rows.append({"name": label, "steps": FLAGS.steps, "train_s": wall,
-                 **score(config, state, FLAGS.num_samples, FLAGS.root, psi)})
-    print(rows[-1], flush=True)
+  rows, total = [], 0.0
+  for steps in map(int, FLAGS.steps):
+    config = variant_config(name, FLAGS.mnist_dir, steps)
+    config.train.steps_per_dispatch = FLAGS.steps_per_dispatch
+    timing = os.path.join(workdir, f"train_seconds_{steps}.txt")
+    start = time.perf_counter()
+    if FLAGS.in_memory:
+      state = train_in_memory(config, workdir, *read_mnist(FLAGS.mnist_dir, config.data.split))
+    else:
+      from aigc_jax import train  # TensorFlow (the input pipeline) loads only here.
+      state = train.train_and_evaluate(config, workdir)
+    if not os.path.isfile(timing):  # A re-run only re-scores: keep the first run's training time.
+      with open(timing, "w") as f:
+        f.write(f"{time.perf_counter() - start:.1f}")
+    with open(timing) as f:
+      total += float(f.read())
+    for psi in map(float, FLAGS.truncations):
+      label = name if psi == 1.0 else f"{name}, psi={psi:g}"
+      rows.append({"name": label, "steps": steps, "train_s": total,
+                   **score(config, state, FLAGS.num_samples, FLAGS.root, psi)})
+      print(rows[-1], flush=True)
   return rows
 
 
-COLUMNS = (("FCD", "fid", "{:.2f}"), ("precision", "precision", "{:.3f}"), ("recall", "recall", "{:.3f}"),
+COLUMNS = (("steps", "steps", "{:,}"), ("FCD", "fid", "{:.2f}"), ("precision", "precision", "{:.3f}"), ("recall", "recall", "{:.3f}"),
            ("density", "density", "{:.3f}"), ("coverage", "coverage", "{:.3f}"),
            ("conf>=0.9", "confident_0.9", "{:.3f}"), ("min share", "min_class_share", "{:.3f}"),
            ("max share", "max_class_share", "{:.3f}"), ("cond. acc", "conditional_accuracy", "{:.3f}"),
@@ -182,7 +253,7 @@ def main(argv) -> None:
   if unknown:
     raise app.UsageError(f"unknown variants {unknown}; choose from {', '.join(VARIANTS)}")
   rows = [row for name in FLAGS.variants for row in run_variant(name)]
-  text = (f"`python benchmarks/quality.py --steps={FLAGS.steps} --num_samples={FLAGS.num_samples} "
+  text = (f"`python benchmarks/quality.py --steps={','.join(FLAGS.steps)} --num_samples={FLAGS.num_samples} "
           f"--variants={','.join(FLAGS.variants)}`: {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} CPU cores (shared), jax {jax.__version__}. Trained on the MNIST test split "
           f"(`*_2k`: its first 2,000 images), scored against all 10,000 with the LeNet digit features.\n\n"
