@@ -88,10 +88,13 @@ def warp_affine(images: jax.Array, matrices: jax.Array, *, order: int = 1, mode:
   """Warps [N,H,W,C] images by forward affine maps [N,2,3] (or one [2,3]), as cv2.warpAffine."""
   n, h, w, _ = images.shape
   inv = jnp.broadcast_to(invert_affine(jnp.asarray(matrices, jnp.float32)), (n, 2, 3))
-  gy, gx = _grid(h, w)
-  xs = inv[:, 0, 0, None, None] * gx + inv[:, 0, 1, None, None] * gy + inv[:, 0, 2, None, None]
-  ys = inv[:, 1, 0, None, None] * gx + inv[:, 1, 1, None, None] * gy + inv[:, 1, 2, None, None]
-  return sampling.sample(images, ys, xs, order=order, mode=mode, cval=cval)
+
+  def coords(inv):
+    gy, gx = _grid(h, w)
+    row = lambda i: inv[:, i, 0, None, None] * gx + inv[:, i, 1, None, None] * gy + inv[:, i, 2, None, None]
+    return row(1), row(0)
+
+  return sampling.warp(images, coords, inv, order=order, mode=mode, cval=cval)
 
 
 @functools.partial(jax.jit, static_argnames=("order", "mode"))
@@ -100,12 +103,16 @@ def warp_perspective(images: jax.Array, homographies: jax.Array, *, order: int =
   """Warps [N,H,W,C] images by forward 3x3 homographies [N,3,3] (or one), as cv2.warpPerspective."""
   n, h, w, _ = images.shape
   inv = jnp.broadcast_to(jnp.linalg.inv(jnp.asarray(homographies, jnp.float32)), (n, 3, 3))
-  gy, gx = _grid(h, w)
-  row = lambda i: inv[:, i, 0, None, None] * gx + inv[:, i, 1, None, None] * gy + inv[:, i, 2, None, None]
-  xs, ys, ws = row(0), row(1), row(2)
-  # OpenCV sends points whose w is 0 to (0, 0); keep that, without a NaN gradient.
-  inv_w = jnp.where(ws == 0, 0.0, 1.0 / jnp.where(ws == 0, 1.0, ws))
-  return sampling.sample(images, ys * inv_w, xs * inv_w, order=order, mode=mode, cval=cval)
+
+  def coords(inv):
+    gy, gx = _grid(h, w)
+    row = lambda i: inv[:, i, 0, None, None] * gx + inv[:, i, 1, None, None] * gy + inv[:, i, 2, None, None]
+    xs, ys, ws = row(0), row(1), row(2)
+    # OpenCV sends points whose w is 0 to (0, 0); keep that, without a NaN gradient.
+    inv_w = jnp.where(ws == 0, 0.0, 1.0 / jnp.where(ws == 0, 1.0, ws))
+    return ys * inv_w, xs * inv_w
+
+  return sampling.warp(images, coords, inv, order=order, mode=mode, cval=cval)
 
 
 def homography_from_points(src: jax.Array, dst: jax.Array) -> jax.Array:

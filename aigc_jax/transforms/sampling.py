@@ -12,6 +12,7 @@ the same.
 from __future__ import annotations
 
 import functools
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -133,11 +134,58 @@ def _bilinear_jvp(primals, tangents):
   return out, d_out
 
 
+# XLA:CPU runs each step of a warp (coordinates, pad, fold, every tap's gather, the weighted
+# sum) over the whole batch before the next, so from 64 px up the batch streams through memory
+# several times. In chunks of about this many input values (512 KiB of float32), but at least
+# two images (one 256 px image per chunk was slower), it stays in cache: about 2x faster at
+# 64-256 px (benchmarks/RESULTS.md, Transforms). Accelerators take the batch in one pass.
+_CPU_CHUNK_VALUES = 2**17
+
+
+def _in_chunks(fn: Callable, images: jax.Array, params) -> jax.Array:
+  """fn(images, params) over slices of the batch in sequence: whole chunks, then the rest."""
+  n = images.shape[0]
+  chunk = max(2, _CPU_CHUNK_VALUES // max(1, images[0].size))
+  if n <= chunk:
+    return fn(images, params)
+  whole = n // chunk * chunk
+
+  def split(a):
+    return a[:whole].reshape((n // chunk, chunk) + a.shape[1:])
+
+  head = lax.map(lambda args: fn(*args), jax.tree.map(split, (images, params)))
+  head = head.reshape((whole,) + head.shape[2:])
+  if whole == n:
+    return head
+  rest = fn(*jax.tree.map(lambda a: a[whole:], (images, params)))
+  return jnp.concatenate([head, rest])
+
+
+def warp(images: jax.Array, coords: Callable, params, *, order: int = 1, mode: str = "constant",
+         cval: float = 0.0) -> jax.Array:
+  """Samples images [N,H,W,C] at `coords(params) -> (ys, xs)` [N,Ho,Wo]; params' leaves are [N,...].
+
+  The coordinates are computed batch slice by batch slice, next to the sampling that reads them.
+  """
+  check_order_mode(order, mode)
+
+  def one_pass(images, params):
+    ys, xs = coords(params)
+    return _sample(images, ys, xs, order=order, mode=mode, cval=cval)
+
+  return lax.platform_dependent(images, params, cpu=functools.partial(_in_chunks, one_pass),
+                                default=one_pass)
+
+
 @functools.partial(jax.jit, static_argnames=("order", "mode"))
 def sample(images: jax.Array, ys: jax.Array, xs: jax.Array, *, order: int = 1,
            mode: str = "constant", cval: float = 0.0) -> jax.Array:
   """Samples images [N,H,W,C] at source pixel coordinates ys, xs [N,Ho,Wo] -> [N,Ho,Wo,C]."""
-  check_order_mode(order, mode)
+  return warp(images, lambda yx: yx, (ys, xs), order=order, mode=mode, cval=cval)
+
+
+def _sample(images: jax.Array, ys: jax.Array, xs: jax.Array, *, order: int, mode: str,
+            cval: float) -> jax.Array:
   n, h, w, c = images.shape
   out_shape = ys.shape
   ys = ys.reshape(n, -1).astype(jnp.float32)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import scipy.ndimage as ndi
 
-from aigc_jax.transforms import geometric as g
+from aigc_jax.transforms import geometric as g, sampling
 
 SCIPY_MODE = {"constant": "grid-constant", "edge": "nearest", "reflect": "mirror",
               "symmetric": "reflect", "wrap": "grid-wrap"}
@@ -187,6 +187,27 @@ def test_gradient_wrt_images_is_the_transposed_warp():
     np.testing.assert_allclose(jnp.sum(grad * probe), jnp.sum(cot * warp(probe)), rtol=1e-4)
     fd = _central_difference(lambda t: jnp.sum(cot * warp(img + t * probe)), np.zeros(1, np.float32))
     np.testing.assert_allclose(fd[0], jnp.sum(grad * probe), rtol=1e-2)
+
+
+def test_cpu_batch_chunks_give_the_one_pass_warp_and_gradient(monkeypatch):
+  imgs = jnp.asarray(_images((5, 7, 6, 2), seed=14))
+  cot = jnp.asarray(_images((5, 7, 6, 2), seed=15))
+  m = _random_matrices(5, 7, 6, seed=16)
+  warp = lambda x: g.warp_affine(x, jnp.asarray(m, jnp.float32), mode="reflect")
+
+  def run():
+    jax.clear_caches()  # the chunk size is read when the warp is traced
+    scans = "scan" in str(jax.make_jaxpr(warp)(imgs))
+    return scans, warp(imgs), jax.grad(lambda x: jnp.sum(cot * warp(x)))(imgs)
+
+  one_pass = run()
+  monkeypatch.setattr(sampling, "_CPU_CHUNK_VALUES", 1)  # two images per chunk: 2 + 2 + 1
+  chunked = run()
+  jax.clear_caches()
+  assert chunked[0] and not one_pass[0]
+  ref = np.stack([_scipy_warp(np.asarray(imgs[i]), m[i], 1, "reflect") for i in range(5)])
+  np.testing.assert_allclose(chunked[1], ref, atol=1e-5)
+  np.testing.assert_allclose(chunked[2], one_pass[2], atol=1e-6)
 
 
 def test_random_ops_keys_and_per_example_parameters():
