@@ -52,6 +52,19 @@ def write_file(path: str, data: bytes) -> None:
     f.write(data)
 
 
+def read_file(path: str) -> bytes | None:
+  """The bytes at a local path or URL, or None when there is no such file."""
+  if is_url(path):
+    import tensorflow as tf  # Only URL workdirs need it.
+    exists, opener = tf.io.gfile.exists, tf.io.gfile.GFile
+  else:
+    exists, opener = os.path.isfile, open
+  if not exists(path):
+    return None
+  with opener(path, "rb") as f:
+    return f.read()
+
+
 def create_manager(workdir: str, config: ml_collections.ConfigDict | None = None,
                    read_only: bool = False) -> ocp.CheckpointManager:
   """Opens the run's checkpoint manager; keeps the last `train.keep_checkpoints` when writing."""
@@ -88,14 +101,8 @@ def write_config(workdir: str, config: ml_collections.ConfigDict) -> None:
 
 def read_config(workdir: str) -> ml_collections.ConfigDict:
   """Reads the config a run in `workdir` was trained with; UserError if there is none."""
-  path = join(workdir, CONFIG_FILE)
-  if is_url(path):
-    import tensorflow as tf  # Only URL workdirs need it.
-    exists, opener = tf.io.gfile.exists, tf.io.gfile.GFile
-  else:
-    exists, opener = os.path.isfile, open
-  if not exists(path):
+  data = read_file(join(workdir, CONFIG_FILE))
+  if data is None:
     raise UserError(f"no training run in {workdir!r}: {CONFIG_FILE} is missing "
                     "(train first with python -m aigc_jax.train --workdir=...)")
-  with opener(path) as f:
-    return ml_collections.ConfigDict(json.load(f))
+  return ml_collections.ConfigDict(json.loads(data))

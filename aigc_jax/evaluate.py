@@ -12,7 +12,6 @@ calls every `config.train.eval_every` steps.
 from __future__ import annotations
 
 import json
-import os
 import sys
 from typing import Any, Callable, Sequence
 
@@ -21,7 +20,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from aigc_jax import images, trainers
+from aigc_jax import checkpoints, trainers
 from aigc_jax.errors import UserError
 from aigc_jax.evaluation import features, pipeline
 
@@ -72,8 +71,7 @@ def evaluate_run(workdir: str, *, num_samples: int, extractor: str, reference: s
   result = {"step": step, "features": extractor, "num_samples": num_samples,
             "reference": f"{data_config.dataset}:{data_config.split}",
             "metrics": pipeline.compute_metrics(fake, real, labels)}
-  images.write_bytes_atomic(os.path.join(workdir, "metrics.json"),
-                            json.dumps(result, indent=2).encode())
+  checkpoints.write_file(checkpoints.join(workdir, "metrics.json"), json.dumps(result, indent=2).encode())
   return result
 
 
@@ -124,7 +122,7 @@ def main(argv: Sequence[str]) -> None:
                         reference=f.reference, step=f.step, seed=f.seed, batch_size=f.batch_size,
                         inception_weights=f.inception_weights)
   print(format_table(result))
-  print(f"wrote {os.path.join(f.workdir, 'metrics.json')}", file=sys.stderr)
+  print(f"wrote {checkpoints.join(f.workdir, 'metrics.json')}", file=sys.stderr)
 
 
 def _define_flags() -> None:

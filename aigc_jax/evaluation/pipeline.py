@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import os
 import re
 from typing import Callable, Iterable
 
@@ -19,7 +18,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from aigc_jax import images as images_lib
+from aigc_jax import checkpoints
 from aigc_jax.errors import UserError
 from aigc_jax.evaluation import features as features_lib
 from aigc_jax.evaluation import metrics
@@ -47,8 +46,8 @@ class SetSummary:
       self.sqrt_cov = metrics.sqrtm_psd(self.stats.cov)
     return self
 
-  def save(self, path: str) -> None:
-    """Writes the summary (and the covariance root, if computed) as .npz, atomically."""
+  def to_bytes(self) -> bytes:
+    """The summary (and the covariance root, if computed) as .npz bytes."""
     arrays = {"count": np.asarray(self.stats.count), "shift": self.stats.shift, "sum": self.stats.sum,
               "outer": self.stats.outer, "gram_sum": self.gram_sum, "features": self.features,
               "logits": self.logits}
@@ -56,12 +55,12 @@ class SetSummary:
       arrays["sqrt_cov"] = self.sqrt_cov
     buf = io.BytesIO()
     np.savez(buf, **arrays)
-    images_lib.write_bytes_atomic(path, buf.getvalue())
+    return buf.getvalue()
 
   @classmethod
-  def load(cls, path: str) -> "SetSummary":
-    """Reads a summary written by `save`."""
-    with np.load(path) as d:
+  def from_bytes(cls, data: bytes) -> "SetSummary":
+    """Reads a summary written by `to_bytes`."""
+    with np.load(io.BytesIO(data)) as d:
       stats = metrics.FeatureStats(int(d["count"]), d["shift"], d["sum"], d["outer"])
       return cls(stats, d["gram_sum"], d["features"], d["logits"],
                  d["sqrt_cov"] if "sqrt_cov" in d.files else None)
@@ -154,14 +153,15 @@ def _cache_name(extractor: str, data_config: ml_collections.ConfigDict, num: int
 def reference_summary(extractor: features_lib.Extractor, data_config: ml_collections.ConfigDict,
                       num: int, cache_dir: str | None = None) -> SetSummary:
   """Summary of the first `num` images of `data_config.split`, cached in `cache_dir` if given."""
-  path = cache_dir and os.path.join(cache_dir, _cache_name(extractor.name, data_config, num))
-  if path and os.path.isfile(path):
-    return SetSummary.load(path)
+  path = cache_dir and checkpoints.join(cache_dir, _cache_name(extractor.name, data_config, num))
+  cached = checkpoints.read_file(path) if path else None
+  if cached is not None:
+    return SetSummary.from_bytes(cached)
   from aigc_jax import data  # TensorFlow loads only when a reference set is really needed.
   reference = data.load_images(data_config, data_config.split, num)
   summary = summarize(extractor, [reference]).with_sqrt_cov()
   if path:
-    summary.save(path)
+    checkpoints.write_file(path, summary.to_bytes())
   return summary
 
 

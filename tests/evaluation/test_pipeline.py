@@ -4,6 +4,7 @@ import jax
 import numpy as np
 import pytest
 import scipy.ndimage
+import tensorflow as tf
 from sklearn.datasets import load_digits
 
 from aigc_jax import data
@@ -74,11 +75,9 @@ def test_summary_stats_gram_and_logits_match_direct_computation(digits, extracto
   assert summary.features.shape == (200, 128) and summary.count == 300
 
 
-def test_summary_save_load_round_trip(tmp_path, digits, extractor):
+def test_summary_bytes_round_trip(digits, extractor):
   summary = pipeline.summarize(extractor, [digits[0][:50]]).with_sqrt_cov()
-  path = str(tmp_path / "ref.npz")
-  summary.save(path)
-  loaded = pipeline.SetSummary.load(path)
+  loaded = pipeline.SetSummary.from_bytes(summary.to_bytes())
   assert loaded.count == 50
   for name in ("gram_sum", "features", "logits", "sqrt_cov"):
     np.testing.assert_array_equal(getattr(loaded, name), getattr(summary, name))
@@ -109,10 +108,16 @@ def test_evaluate_generator_end_to_end_with_cache(tmp_path, monkeypatch, extract
   assert out["fid"] > 0 and 0 <= out["precision"] <= 1 and out["kid_std"] >= 0
   cached = list(tmp_path.glob("reference_digits_digits_train_8px_300.npz"))
   assert cached
+  # A URL cache (TensorFlow's in-memory filesystem standing in for gs://) works the same way.
+  url = "ram://eval_cache"
+  assert pipeline.evaluate_generator(config, generate, num_samples=300, extractor=extractor,
+                                     cache_dir=url) == out
+  assert tf.io.gfile.exists(url + "/reference_digits_digits_train_8px_300.npz")
   monkeypatch.setattr(data, "load_images", lambda *a: pytest.fail("reference not cached"))
-  again = pipeline.evaluate_generator(config, generate, num_samples=300, extractor=extractor,
-                                      cache_dir=str(tmp_path))
-  assert again == out
+  for cache_dir in (str(tmp_path), url):
+    again = pipeline.evaluate_generator(config, generate, num_samples=300, extractor=extractor,
+                                        cache_dir=cache_dir)
+    assert again == out
 
   config.model.num_classes = 10
   by_class = {c: real[real_labels == c] for c in range(10)}
