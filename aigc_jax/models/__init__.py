@@ -27,7 +27,7 @@ def build_discriminator(config: ml_collections.ConfigDict) -> Discriminator:
   """Returns the DCGAN discriminator the config describes."""
   return Discriminator(image_size=config.data.image_size, width=config.model.width,
                        num_classes=config.model.num_classes, norm=config.model.d_norm,
-                       dtype=compute_dtype(config))
+                       minibatch_std=config.model.d_minibatch_std, dtype=compute_dtype(config))
 
 
 def build_vae(config: ml_collections.ConfigDict) -> ConvVAE:

@@ -10,6 +10,7 @@ def _config():
   c = config_lib.base_config()
   c.data.image_size, c.data.channels = 28, 3
   c.model.latent_dim, c.model.width, c.model.num_classes, c.model.d_norm = 7, 5, 10, "none"
+  c.model.d_minibatch_std = 4
   c.train.compute_dtype = "bfloat16"
   return c
 
@@ -19,7 +20,8 @@ def test_builders_take_every_model_key_from_the_config():
   g, d, vae = models.build_generator(c), models.build_discriminator(c), models.build_vae(c)
   assert (g.image_size, g.channels, g.latent_dim, g.width, g.num_classes, g.dtype) == (
       28, 3, 7, 5, 10, jnp.bfloat16)
-  assert (d.image_size, d.width, d.num_classes, d.norm, d.dtype) == (28, 5, 10, "none", jnp.bfloat16)
+  assert (d.image_size, d.width, d.num_classes, d.norm, d.minibatch_std, d.dtype) == (
+      28, 5, 10, "none", 4, jnp.bfloat16)
   assert (vae.image_size, vae.channels, vae.latent_dim, vae.width, vae.num_classes, vae.dtype) == (
       28, 3, 7, 5, 10, jnp.bfloat16)
 
