@@ -135,10 +135,14 @@ def _bilinear_jvp(primals, tangents):
 
 
 # XLA:CPU runs each step of a warp (coordinates, pad, fold, every tap's gather, the weighted
-# sum) over the whole batch before the next, so from 64 px up the batch streams through memory
-# several times. In chunks of about this many input values (512 KiB of float32), but at least
-# two images (one 256 px image per chunk was slower), it stays in cache: about 2x faster at
-# 64-256 px (benchmarks/RESULTS.md, Transforms). Accelerators take the batch in one pass.
+# sum) over the whole batch before the next. Nearest and bilinear are memory-bound, so once a batch
+# outgrows the last-level cache they stream it through memory several times; from this many input
+# values on (32 MiB of float32) they run in chunks of _CPU_CHUNK_VALUES (at least two images), which
+# stay in cache: 256 px, batch 256, 1.34x OpenCV chunked vs 0.88x in one pass, 128 px 1.27x vs
+# 1.12x. Smaller batches, and bicubic (16 taps, arithmetic-bound), are faster in one pass, whose
+# large ops XLA spreads over the cores (64 px: 1.40x vs 1.04x). Accelerators take it whole.
+# Measured in benchmarks/RESULTS.md (Transforms).
+_CPU_ONE_PASS_VALUES = 2**23
 _CPU_CHUNK_VALUES = 2**17
 
 
@@ -165,7 +169,8 @@ def warp(images: jax.Array, coords: Callable, params, *, order: int = 1, mode: s
          cval: float = 0.0) -> jax.Array:
   """Samples images [N,H,W,C] at `coords(params) -> (ys, xs)` [N,Ho,Wo]; params' leaves are [N,...].
 
-  The coordinates are computed batch slice by batch slice, next to the sampling that reads them.
+  On a CPU, large batches are resampled slice by slice, each slice's coordinates computed next to
+  the sampling that reads them.
   """
   check_order_mode(order, mode)
 
@@ -173,6 +178,8 @@ def warp(images: jax.Array, coords: Callable, params, *, order: int = 1, mode: s
     ys, xs = coords(params)
     return _sample(images, ys, xs, order=order, mode=mode, cval=cval)
 
+  if order > 1 or images.size <= _CPU_ONE_PASS_VALUES:
+    return one_pass(images, params)
   return lax.platform_dependent(images, params, cpu=functools.partial(_in_chunks, one_pass),
                                 default=one_pass)
 

@@ -201,6 +201,7 @@ def test_cpu_batch_chunks_give_the_one_pass_warp_and_gradient(monkeypatch):
     return scans, warp(imgs), jax.grad(lambda x: jnp.sum(cot * warp(x)))(imgs)
 
   one_pass = run()
+  monkeypatch.setattr(sampling, "_CPU_ONE_PASS_VALUES", 0)
   monkeypatch.setattr(sampling, "_CPU_CHUNK_VALUES", 1)  # two images per chunk: 2 + 2 + 1
   chunked = run()
   jax.clear_caches()
