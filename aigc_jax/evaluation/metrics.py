@@ -60,12 +60,14 @@ def _congruence_eigvals(a: np.ndarray, s: np.ndarray) -> np.ndarray:
   rank-k update, about half the work of two general products. Cholesky is backward stable, so
   this is as accurate; when S is numerically singular it fails and two products are used.
   """
+  # Both are symmetric, so their transposes are the same matrices in the Fortran order LAPACK
+  # and BLAS want, and are passed without a copy.
   try:
-    g = scipy.linalg.cholesky(s, lower=True, check_finite=False)
+    g = scipy.linalg.cholesky(s.T, lower=True, check_finite=False)
   except np.linalg.LinAlgError:
     m = a @ s @ a
     return scipy.linalg.eigvalsh((m + m.T) / 2, check_finite=False)
-  b = scipy.linalg.blas.dtrmm(1.0, g, a, side=1, lower=1)  # A G
+  b = scipy.linalg.blas.dtrmm(1.0, g, a.T, side=1, lower=1)  # A G
   return scipy.linalg.eigvalsh(scipy.linalg.blas.dsyrk(1.0, b), lower=False, overwrite_a=True,
                                check_finite=False)
 
