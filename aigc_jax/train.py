@@ -26,12 +26,6 @@ class TrainingDiverged(UserError):
   """A loss became NaN or infinite."""
 
 
-def _keys(seed: int) -> dict[str, jax.Array]:
-  """The run's base keys: init, per-step (folded with the step), and the fixed sample-grid key."""
-  init_key, step_key, sample_key = jax.random.split(jax.random.key(seed), 3)
-  return {"init": init_key, "step": step_key, "sample": sample_key}
-
-
 def _check_finite(metrics: dict[str, float], step: int, last_good: int | None) -> None:
   bad = [k for k, v in metrics.items() if not math.isfinite(v)]
   if bad:
@@ -83,7 +77,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Any:
   config_lib.validate(config, jax.device_count())
   trainer = trainers.get_trainer(config)
   mesh = parallel.create_mesh()
-  keys = _keys(config.seed)
+  keys = trainers.base_keys(config.seed)
   state, state_sharding = trainers.init_sharded_state(config, mesh, keys["init"])
 
   manager = checkpoints.create_manager(workdir, config)

@@ -18,7 +18,6 @@ benchmarks/RESULTS.md with the table.
 
 from __future__ import annotations
 
-import gzip
 import importlib.util
 import os
 import platform
@@ -34,7 +33,7 @@ from absl import app, flags
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from aigc_jax import checkpoints, config as config_lib, parallel, trainers  # noqa: E402
+from aigc_jax import checkpoints, config as config_lib, mnist_format, parallel, trainers  # noqa: E402
 from aigc_jax.evaluation import features, pipeline  # noqa: E402
 
 SUBSET = "test[:2000]"
@@ -149,18 +148,12 @@ def read_mnist(mnist_dir: str, split: str) -> tuple[np.ndarray, np.ndarray]:
   m = re.fullmatch(r"(train|test)(?:\[:(\d+)\])?", split)
   if not m:
     raise app.UsageError(f"--in_memory reads 'train', 'test' or 'test[:N]', not {split!r}")
-  prefix = "t10k" if m[1] == "test" else "train"
-
-  def read(name: str, header: int) -> np.ndarray:
-    path = os.path.join(mnist_dir, name)
-    opener = gzip.open if os.path.isfile(path + ".gz") else open
-    with opener(path + ".gz" if opener is gzip.open else path, "rb") as f:
-      return np.frombuffer(f.read(), np.uint8, offset=header)
-
+  splits = mnist_format.find_splits(mnist_dir)
+  if m[1] not in splits:
+    raise app.UsageError(f"{mnist_dir!r} has no {m[1]} split")
+  pixels, labels = mnist_format.read_split(*splits[m[1]])
   count = None if m[2] is None else int(m[2])
-  pixels = read(f"{prefix}-images-idx3-ubyte", 16).reshape(-1, 28, 28, 1)[:count]
-  labels = read(f"{prefix}-labels-idx1-ubyte", 8).astype(np.int32)[:count]
-  return pixels.astype(np.float32) / 127.5 - 1.0, labels
+  return pixels[:count].astype(np.float32) / 127.5 - 1.0, labels[:count].astype(np.int32)
 
 
 def memory_batch(images: np.ndarray, labels: np.ndarray, batch_size: int, seed: int, step: int) -> dict:
@@ -175,9 +168,9 @@ def train_in_memory(config: ml_collections.ConfigDict, workdir: str, images: np.
   """Trains like `train.train_and_evaluate` (keys, steps, checkpoints, resuming) from arrays in memory."""
   config_lib.validate(config, jax.device_count())
   mesh = parallel.create_mesh()
-  # The same base keys as aigc_jax.train: (init, step, sample) split from the seed.
-  init_key, step_key, _ = jax.random.split(jax.random.key(config.seed), 3)
-  state, sharding = trainers.init_sharded_state(config, mesh, init_key)
+  keys = trainers.base_keys(config.seed)
+  step_key = keys["step"]
+  state, sharding = trainers.init_sharded_state(config, mesh, keys["init"])
   manager = checkpoints.create_manager(workdir, config)
   if manager.latest_step() is not None:
     state, step_key = checkpoints.restore(manager, manager.latest_step(), state, step_key)

@@ -26,6 +26,12 @@ def get_trainer(config: ml_collections.ConfigDict) -> ModuleType:
   return importlib.import_module(f"aigc_jax.trainers.{config.model.family}")
 
 
+def base_keys(seed: int) -> dict[str, jax.Array]:
+  """A run's base keys: init, per-step (folded with the step), and the fixed sample-grid key."""
+  init_key, step_key, sample_key = jax.random.split(jax.random.key(seed), 3)
+  return {"init": init_key, "step": step_key, "sample": sample_key}
+
+
 def make_multi_step(step_fn: Callable, steps_per_dispatch: int) -> Callable:
   """Wraps `step_fn` to run `steps_per_dispatch` steps per call, each with fold_in(key, step)."""
 

@@ -1,4 +1,4 @@
-"""The mnist_idx builder: IDX parsing, gz and plain files, present splits, clear errors."""
+"""The mnist_idx builder and the IDX reader under it: parsing, gz and plain files, present splits, clear errors."""
 
 import os
 
@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
+from aigc_jax import mnist_format
 from aigc_jax.data import mnist_idx
 from aigc_jax.errors import UserError
 from tests.data.conftest import indexed_images, write_idx, write_mnist_folder
@@ -45,15 +46,15 @@ def test_different_folders_get_different_configs(tmp_path, mnist_folder):
 
 def test_missing_folder_names_expected_files(tmp_path):
   with pytest.raises(UserError, match="nope.*train-images-idx3-ubyte"):
-    mnist_idx.find_splits(str(tmp_path / "nope"))
+    mnist_format.find_splits(str(tmp_path / "nope"))
   with pytest.raises(UserError, match="no IDX files.*t10k-labels-idx1-ubyte"):
-    mnist_idx.find_splits(str(tmp_path))
+    mnist_format.find_splits(str(tmp_path))
 
 
 def test_images_without_labels(tmp_path):
   write_idx(str(tmp_path / "t10k-images-idx3-ubyte"), indexed_images(2))
   with pytest.raises(UserError, match="t10k-labels-idx1-ubyte"):
-    mnist_idx.find_splits(str(tmp_path))
+    mnist_format.find_splits(str(tmp_path))
 
 
 def test_bad_magic_number(tmp_path):
@@ -71,9 +72,9 @@ def test_truncated_and_mismatched_files(tmp_path):
   with open(path, "r+b") as f:
     f.truncate(100)
   with pytest.raises(UserError, match="truncated"):
-    mnist_idx.read_idx(path, 0x0803)
+    mnist_format.read_idx(path, 0x0803)
   write_idx(path, indexed_images(3))
   labels = str(tmp_path / "x-labels-idx1-ubyte")
   write_idx(labels, np.zeros(2, np.uint8))
   with pytest.raises(UserError, match="3 images but"):
-    mnist_idx.read_split(path, labels)
+    mnist_format.read_split(path, labels)

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from aigc_jax import config as config_lib, parallel, train, trainers
+from aigc_jax import config as config_lib, parallel, trainers
 from aigc_jax.trainers import gan
 
 REAL = np.array([2.0, -1.0, 0.5, 0.0])
@@ -49,7 +49,7 @@ def tiny_batch(config, seed=0):
 def run_steps(config, devices, batches):
   """Runs the jitted train step over a mesh of `devices`; returns host copies of state and metrics."""
   mesh = parallel.create_mesh(devices)
-  keys = train._keys(config.seed)
+  keys = trainers.base_keys(config.seed)
   state, sharding = trainers.init_sharded_state(config, mesh, keys["init"])
   step = trainers.compile_train_step(config, mesh, sharding)
   metrics = None
@@ -82,7 +82,7 @@ def test_same_seed_same_parameters_bitwise_and_training_moves_them():
   b, _ = run_steps(config, jax.devices()[:2], batches)
   for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
     np.testing.assert_array_equal(x, y)
-  init = jax.device_get(gan.init_state(config, train._keys(config.seed)["init"]))
+  init = jax.device_get(gan.init_state(config, trainers.base_keys(config.seed)["init"]))
   moved = [not np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a.g_params), jax.tree.leaves(init.g_params))]
   assert all(moved)
 

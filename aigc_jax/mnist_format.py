@@ -1,0 +1,89 @@
+"""MNIST-format IDX files: find a folder's train/test pairs and read them, with numpy alone.
+
+The `mnist_idx` TFDS builder (`aigc_jax.data.mnist_idx`) prepares datasets from these; code
+that must run without TensorFlow (benchmarks on accelerator machines) reads them directly.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+
+import numpy as np
+
+from aigc_jax.errors import UserError
+
+IMAGE_SHAPE = (28, 28, 1)
+# IDX magic numbers: two zero bytes, type 0x08 (unsigned byte), number of dimensions.
+_IMAGES_MAGIC = 0x00000803
+_LABELS_MAGIC = 0x00000801
+_PREFIXES = {"train": "train", "test": "t10k"}
+
+
+def expected_names() -> str:
+  """The file names a folder may hold, for messages."""
+  return ", ".join(f"{p}-{kind}-idx{d}-ubyte[.gz]" for p in _PREFIXES.values()
+                   for kind, d in (("images", 3), ("labels", 1)))
+
+
+def _find(folder: str, name: str) -> str | None:
+  for candidate in (name, name + ".gz"):
+    path = os.path.join(folder, candidate)
+    if os.path.isfile(path):
+      return path
+  return None
+
+
+def find_splits(folder: str | None) -> dict[str, tuple[str, str]]:
+  """Maps each split present in `folder` to its (images, labels) paths; raises UserError if none."""
+  if not folder or not os.path.isdir(folder):
+    raise UserError(f"MNIST-format folder {folder!r} does not exist; set config.data.manual_dir "
+                    f"to a folder holding {expected_names()}")
+  splits = {}
+  for split, prefix in _PREFIXES.items():
+    images = _find(folder, f"{prefix}-images-idx3-ubyte")
+    labels = _find(folder, f"{prefix}-labels-idx1-ubyte")
+    if (images is None) != (labels is None):
+      missing = f"{prefix}-labels-idx1-ubyte" if labels is None else f"{prefix}-images-idx3-ubyte"
+      raise UserError(f"MNIST-format folder {folder!r} lacks {missing}[.gz] to go with the other "
+                      f"{prefix} file")
+    if images is not None:
+      splits[split] = (images, labels)
+  if not splits:
+    raise UserError(f"MNIST-format folder {folder!r} holds no IDX files; expected {expected_names()}")
+  return splits
+
+
+def read_idx(path: str, magic: int) -> np.ndarray:
+  """Reads an IDX file (gzipped or plain) of unsigned bytes; raises UserError if malformed."""
+  opener = gzip.open if path.endswith(".gz") else open
+  try:
+    with opener(path, "rb") as f:
+      data = f.read()
+  except (OSError, EOFError) as e:
+    raise UserError(f"cannot read IDX file {path!r}: {e}") from None
+  found = int.from_bytes(data[:4], "big") if len(data) >= 4 else None
+  if found != magic:
+    raise UserError(f"{path!r} is not an IDX file of the expected kind: magic number "
+                    f"{found!r}, expected {magic:#010x}")
+  ndim = magic & 0xFF
+  header = 4 + 4 * ndim
+  shape = tuple(int.from_bytes(data[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim))
+  if len(data) != header + int(np.prod(shape)):
+    raise UserError(f"IDX file {path!r} is truncated or padded: its header says shape {shape}")
+  return np.frombuffer(data, np.uint8, offset=header).reshape(shape)
+
+
+def read_split(images_path: str, labels_path: str) -> tuple[np.ndarray, np.ndarray]:
+  """Reads one split as uint8 images [N,28,28,1] and uint8 labels [N]; raises UserError if inconsistent."""
+  images = read_idx(images_path, _IMAGES_MAGIC)
+  labels = read_idx(labels_path, _LABELS_MAGIC)
+  if images.shape[1:] != IMAGE_SHAPE[:2]:
+    raise UserError(f"{images_path!r} holds {images.shape[1]}x{images.shape[2]} images; "
+                    f"MNIST format is 28x28")
+  if len(images) != len(labels):
+    raise UserError(f"{images_path!r} holds {len(images)} images but {labels_path!r} "
+                    f"{len(labels)} labels")
+  if labels.size and labels.max() > 9:
+    raise UserError(f"{labels_path!r} holds label {labels.max()}; MNIST format has 10 classes")
+  return images[..., None], labels
