@@ -43,6 +43,14 @@ def _normal(rng, *shape):
   return rng.normal(size=shape).astype(np.float32)
 
 
+def _input_and_4x4_params(shape, seed=None):
+  """Random input [n,h,w,cin] and 4x4 kernel/bias params for a (n, h, w, cin, cout) case."""
+  n, h, w, cin, cout = shape
+  rng = np.random.default_rng(sum(shape) if seed is None else seed)
+  x = _normal(rng, n, h, w, cin)
+  return x, {"params": {"kernel": _normal(rng, 4, 4, cin, cout), "bias": _normal(rng, cout)}}, rng
+
+
 def _assert_same_param_shapes(ours, reference, x, reference_x, params):
   shapes = lambda module, x: jax.tree.map(jnp.shape, jax.eval_shape(module.init, jax.random.key(0), x))
   assert shapes(ours, x) == shapes(reference, reference_x) == jax.tree.map(jnp.shape, params)
@@ -68,9 +76,7 @@ def _outputs_and_gradients(apply, reference_apply, params, x, cotangent):
 @pytest.mark.parametrize("shape", SHAPES)
 def test_conv_transpose_2x_matches_flax_conv_transpose_forward_and_gradients(shape):
   n, h, w, cin, cout = shape
-  rng = np.random.default_rng(sum(shape))
-  x = _normal(rng, n, h, w, cin)
-  params = {"params": {"kernel": _normal(rng, 4, 4, cin, cout), "bias": _normal(rng, cout)}}
+  x, params, rng = _input_and_4x4_params(shape)
   reference = nn.ConvTranspose(cout, (4, 4), strides=(2, 2), padding="SAME")
   ours = layers.ConvTranspose2x(cout)
   _assert_same_param_shapes(ours, reference, x, x, params)
@@ -147,9 +153,7 @@ DOWN_SHAPES = [(2, 4, 6, 3, 5), (3, 6, 4, 16, 2), (1, 2, 2, 20, 7)]
 @pytest.mark.parametrize("shape", DOWN_SHAPES)
 def test_conv_down_2x_matches_flax_strided_conv_forward_and_gradients(shape):
   n, h, w, cin, cout = shape
-  rng = np.random.default_rng(sum(shape))
-  x = _normal(rng, n, h, w, cin)
-  params = {"params": {"kernel": _normal(rng, 4, 4, cin, cout), "bias": _normal(rng, cout)}}
+  x, params, rng = _input_and_4x4_params(shape)
   reference = nn.Conv(cout, (4, 4), strides=(2, 2), padding=((1, 1), (1, 1)))
   ours = layers.ConvDown2x(cout)
   _assert_same_param_shapes(ours, reference, x, x, params)
@@ -171,10 +175,8 @@ def _input_gradient_penalty_grad(apply, params, x):
 
 
 def test_conv_down_2x_second_order_gradients_match_flax():
-  rng = np.random.default_rng(11)
-  n, h, w, cin, cout = DOWN_SHAPES[1]
-  x = _normal(rng, n, h, w, cin)
-  params = {"params": {"kernel": _normal(rng, 4, 4, cin, cout), "bias": _normal(rng, cout)}}
+  cout = DOWN_SHAPES[1][-1]
+  x, params, _ = _input_and_4x4_params(DOWN_SHAPES[1], seed=11)
   reference = nn.Conv(cout, (4, 4), strides=(2, 2), padding=((1, 1), (1, 1)))
   got = _input_gradient_penalty_grad(layers.ConvDown2x(cout).apply, params, x)
   want = _input_gradient_penalty_grad(reference.apply, params, x)
