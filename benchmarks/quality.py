@@ -41,6 +41,8 @@ SUBSET = "test[:2000]"
 # their rows in RESULTS.md stay reproducible.
 W32 = {"model.width": 32, "train.batch_size": 64}
 W64 = {"model.width": 64, "train.batch_size": 64}
+# configs/dcgan_mnist.py from its move to width 64 / batch 128 until it moved to width 128.
+W64_B128 = {"model.width": 64, "train.batch_size": 128}
 # name: (config file, overrides). Budgets (steps) come from --steps.
 VARIANTS = {
     "dcgan": ("dcgan_mnist", {}),
@@ -57,14 +59,25 @@ VARIANTS = {
     "dcgan_2k_ada": ("dcgan_mnist", {**W32, "data.split": SUBSET, "gan.augment": "ada"}),
     "vae": ("vae_mnist", {}),
     "w64": ("dcgan_mnist", W64),
-    "w64_b128": ("dcgan_mnist", {**W64, "train.batch_size": 128}),
+    "w64_b128": ("dcgan_mnist", W64_B128),
     "w64_ttur": ("dcgan_mnist", {**W64, "train.learning_rate": 1e-4, "gan.d_learning_rate": 4e-4}),
     "w64_mbstd": ("dcgan_mnist", {**W64, "model.d_minibatch_std": 4}),
     "w64_hinge_sn": ("dcgan_mnist", {**W64, "gan.loss": "hinge", "model.d_norm": "spectral"}),
     "w64_sn": ("dcgan_mnist", {**W64, "model.d_norm": "spectral"}),
     "w64_r1": ("dcgan_mnist", {**W64, "model.d_norm": "none", "gan.r1_gamma": 1.0}),
     "w64_ema20k": ("dcgan_mnist", {**W64, "gan.ema_half_life_images": 20_000}),
+    # `w64_b128` with one change each; `w128` is today's configs/dcgan_mnist.py.
+    "b128_sn": ("dcgan_mnist", {**W64_B128, "model.d_norm": "spectral"}),
+    "b128_lr1e4": ("dcgan_mnist", {**W64_B128, "train.learning_rate": 1e-4, "gan.d_learning_rate": 1e-4}),
+    "b256": ("dcgan_mnist", {**W64_B128, "train.batch_size": 256}),
+    "w128": ("dcgan_mnist", {**W64_B128, "model.width": 128}),
 }
+# Data efficiency: the first 2,000 images, width 64, batch 128, with each D normalisation
+# (batch norm; spectral norm; none, with R1) and each augmentation.
+for _d, _o in (("", {}), ("_sn", {"model.d_norm": "spectral"}),
+               ("_r1", {"model.d_norm": "none", "gan.r1_gamma": 1.0})):
+  for _a, _aug in (("", "none"), ("_diffaug", "diffaugment"), ("_ada", "ada")):
+    VARIANTS[f"2k{_d}{_a}"] = ("dcgan_mnist", {**W64_B128, "data.split": SUBSET, **_o, "gan.augment": _aug})
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("mnist_dir", os.path.join(ROOT, "..", "shared", "data", "mnist"), "Folder of MNIST IDX files.")

@@ -1,6 +1,6 @@
-"""DCGAN on MNIST, 28 px: width 64, batch 128, non-saturating loss, batch-norm D, generator EMA.
+"""DCGAN on MNIST, 28 px: width 128, batch 128, non-saturating loss, batch-norm D, generator EMA.
 
-The shipped dcgan_mnist (20,000 steps). Width 64 and batch 128 gave the best quality of the
+The shipped dcgan_mnist (30,000 steps). Width 128 gave the best FCD and confidence of the
 variants in benchmarks/quality.py (see benchmarks/RESULTS.md, "Model quality"). TFDS "mnist" by
 default; for a local IDX folder use --config.data.dataset=mnist_idx --config.data.manual_dir=DIR
 --config.data.split=test.
@@ -17,10 +17,10 @@ def get_config():
   config.model.family = "gan"
   config.model.name = "dcgan"
   config.model.latent_dim = 64
-  config.model.width = 64
+  config.model.width = 128
   config.gan.ema_half_life_images = 5_000
   config.train.batch_size = 128
-  config.train.num_steps = 20_000
+  config.train.num_steps = 30_000
   config.train.log_every = 100
   config.train.checkpoint_every = 1000
   config.train.sample_every = 1000
