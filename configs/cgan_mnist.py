@@ -1,7 +1,7 @@
 """Class-conditional DCGAN on MNIST, 28 px: class embedding in G, projection D, generator EMA.
 
 The shipped cgan_mnist: `python -m aigc_jax.sample --model=cgan_mnist --class=3`. Width 32 and
-batch 64 (the unconditional dcgan_mnist moved to width 64, batch 128; this model was trained and
+batch 64 (the unconditional dcgan_mnist moved to width 128, batch 128; this model was trained and
 measured at the smaller size). TFDS "mnist" by default; for a local IDX folder use
 --config.data.dataset=mnist_idx --config.data.manual_dir=DIR --config.data.split=test.
 """
