@@ -90,7 +90,13 @@ def restore(manager: ocp.CheckpointManager, step: int, abstract_state: Any,
   """Restores (state, base key) at `step` onto the shardings of `abstract_state`."""
   target = {"state": abstract_state,
             "base_key": np.asarray(jax.random.key_data(base_key))}
-  restored = manager.restore(step, args=ocp.args.StandardRestore(target))
+  try:
+    restored = manager.restore(step, args=ocp.args.StandardRestore(target))
+  except ValueError as e:  # Orbax's tree-structure or shape mismatch.
+    raise UserError(f"the checkpoint at step {step} in {str(manager.directory)!r} does not fit this "
+                    f"config's train state (another model size, normalisation, EMA or conditioning?): "
+                    f"resume with the config it was trained with (config.json beside it) or use a "
+                    f"new workdir. Orbax: {str(e).splitlines()[0]}") from e
   return restored["state"], jax.random.wrap_key_data(restored["base_key"])
 
 

@@ -13,6 +13,9 @@ from aigc_jax.errors import UserError
 
 MODEL_FAMILIES = {"gan": ("dcgan",), "vae": ("conv_vae",), "classifier": ("lenet",)}
 DATASETS = ("digits", "mnist_idx", "mnist", "fashion_mnist", "cifar10", "celeb_a", "synthetic")
+# Label classes of each dataset (0: unlabelled); synthetic has those of its source.
+DATASET_CLASSES = {"digits": 10, "mnist_idx": 10, "mnist": 10, "fashion_mnist": 10, "cifar10": 10,
+                   "celeb_a": 0}
 IMAGE_SIZES = (8, 16, 28, 32, 64)
 GAN_LOSSES = ("non_saturating", "hinge", "least_squares", "wgan_gp")
 GAN_AUGMENTS = ("none", "diffaugment", "ada")
@@ -137,6 +140,13 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
           f"the group size must divide train.batch_size ({config.train.batch_size})")
   if config.model.num_classes < 0:
     _fail("model.num_classes", config.model.num_classes, "must be 0 (unconditional) or positive")
+  labels = dataset_classes(config.data)
+  if config.model.num_classes and not labels:
+    _fail("model.num_classes", config.model.num_classes,
+          f"data.dataset={config.data.dataset!r} has no class labels: use 0 (unconditional)")
+  if 0 < config.model.num_classes < labels:
+    _fail("model.num_classes", config.model.num_classes,
+          f"data.dataset={config.data.dataset!r} has {labels} classes: use 0 or at least {labels}")
   if config.train.eval_every < 0:
     _fail("train.eval_every", config.train.eval_every, "must be 0 (off) or positive")
   if not 0 <= config.train.b1 < 1 or not 0 <= config.train.b2 < 1:
@@ -157,6 +167,16 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
   if num_devices is not None and config.train.batch_size % num_devices:
     _fail("train.batch_size", config.train.batch_size,
           f"the global batch must be divisible by the device count ({num_devices})")
+
+
+def dataset_classes(data: ml_collections.ConfigDict) -> int:
+  """How many label classes `data`'s images come with (0: unlabelled)."""
+  if data.dataset != "synthetic":
+    return DATASET_CLASSES[data.dataset]
+  if data.synthetic_source == "noise":
+    from aigc_jax.transforms.noise import TEXTURES  # Labelled by texture kind.
+    return len(TEXTURES)
+  return DATASET_CLASSES["digits"]
 
 
 def _validate_gan(config: ml_collections.ConfigDict) -> None:

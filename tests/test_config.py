@@ -56,6 +56,9 @@ def test_global_batch_must_divide_over_devices():
     ({"model__d_minibatch_std": 5}, "divide train.batch_size (64)"),
     ({"vae__learn_decoder_std": True}, "vae.learn_decoder_std"),
     ({"vae__kl_warmup_steps": -1}, "vae.kl_warmup_steps"),
+    # Labels 0..9 would index past a 5-class embedding: NaN losses, not an error, without this.
+    ({"model__num_classes": 5}, "'digits' has 10 classes"),
+    ({"model__num_classes": 10, "data__dataset": "celeb_a"}, "'celeb_a' has no class labels"),
 ])
 def test_bad_quality_options_name_the_key(overrides, message):
   with pytest.raises(UserError, match=re.escape(message)):
@@ -68,3 +71,12 @@ def test_complete_fills_keys_an_older_run_lacks():
   old.gan.loss = "hinge"
   full = config_lib.complete(old)
   assert full.gan.augment == "none" and full.gan.loss == "hinge"
+
+
+def test_class_counts_follow_the_dataset_and_synthetic_source():
+  config_lib.validate(_config(model__num_classes=10))
+  noise = _config(data__dataset="synthetic", data__synthetic_source="noise", model__num_classes=4)
+  config_lib.validate(noise)
+  noise.model.num_classes = 3
+  with pytest.raises(UserError, match="'synthetic' has 4 classes"):
+    config_lib.validate(noise)

@@ -4,7 +4,8 @@ One train step runs `gan.n_critic` discriminator updates (fresh latents each, on
 the step's real batch), then one generator update. Options, each a config key:
 losses (`gan.loss`: non-saturating, hinge, least squares, WGAN-GP), lazy R1 on
 reals (`gan.r1_gamma`, every `gan.r1_every` steps with the penalty scaled by
-that interval, as StyleGAN2), spectral norm in D (`model.d_norm="spectral"`),
+that interval, as StyleGAN2; its gradient joins that step's D gradient rather than
+taking a separate optimiser step), spectral norm in D (`model.d_norm="spectral"`),
 DiffAugment or ADA on every D input (`gan.augment`, with ADA's p adapted in
 the state), and an exponential moving average of G's weights
 (`gan.ema_half_life_images`, with StyleGAN2-ADA's ramp-up), which `generate`
@@ -76,7 +77,8 @@ def init_state(config: ml_collections.ConfigDict, key: jax.Array) -> GANState:
   return GANState(step=jnp.zeros((), jnp.int32), g_params=g_params, g_collections=g_collections,
                   g_opt_state=g_opt.init(g_params), d_params=d_params,
                   d_collections=d_collections, d_opt_state=d_opt.init(d_params),
-                  g_ema_params=g_params if _uses_ema(config) else None,
+                  # A copy, not the same buffers: the train step donates both trees.
+                  g_ema_params=jax.tree.map(jnp.copy, g_params) if _uses_ema(config) else None,
                   ada_p=jnp.zeros((), jnp.float32))
 
 
@@ -230,7 +232,8 @@ def make_train_step(config: ml_collections.ConfigDict) -> Callable:
 
     g_ema_params = state.g_ema_params
     if _uses_ema(config):
-      beta = ema_decay(state.step * n, n, g.ema_half_life_images, g.ema_rampup)
+      # float32: an int32 image count would wrap after 2**31 images.
+      beta = ema_decay(state.step.astype(jnp.float32) * n, n, g.ema_half_life_images, g.ema_rampup)
       g_ema_params = jax.tree.map(lambda e, p: beta * e + (1.0 - beta) * p, g_ema_params, g_params)
 
     new_state = state.replace(step=state.step + 1, g_params=g_params, g_collections=g_collections,

@@ -132,6 +132,28 @@ def test_ema_decay_follows_stylegan2_ada_formula():
   assert float(gan.ema_decay(jnp.asarray(0), 64, 5000, 0.05)) == 0.0
 
 
+def test_ema_formula_holds_past_two_to_the_31_images():
+  # 40M steps x 16 images: an int32 image count would wrap negative and make beta 0.
+  config = tiny_gan_config()
+  config.gan.ema_half_life_images = 100
+  s0 = gan.init_state(config, jax.random.key(0))
+  s0 = s0.replace(step=jnp.asarray(40_000_000, jnp.int32))
+  s1, _ = jax.jit(gan.make_train_step(config))(s0, tiny_batch(config), jax.random.key(1))
+  beta = 0.5 ** (config.train.batch_size / 100)
+  expected = jax.tree.map(lambda e, p: beta * np.asarray(e, np.float64) + (1 - beta) * np.asarray(p, np.float64),
+                          s0.g_ema_params, s1.g_params)
+  assert_trees_close(s1.g_ema_params, expected, rtol=1e-5)
+
+
+def test_init_state_can_feed_a_donating_step_directly():
+  # The EMA copy must not share the generator's buffers, or donation sees one buffer twice.
+  config = tiny_gan_config()
+  config.gan.ema_half_life_images = 100
+  step = jax.jit(gan.make_train_step(config), donate_argnums=0)
+  state, metrics = step(gan.init_state(config, jax.random.key(0)), tiny_batch(config), jax.random.key(1))
+  assert np.isfinite(float(metrics["g_loss"]))
+
+
 def test_ema_parameters_follow_the_formula_over_steps():
   config = tiny_gan_config()
   config.gan.ema_half_life_images = 100
