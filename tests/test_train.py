@@ -88,6 +88,15 @@ def test_divergence_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_p
   assert step == 10
 
 
+def test_resuming_with_a_config_of_another_state_shape_is_a_clear_error(tmp_path):
+  workdir = str(tmp_path / "mismatch")
+  train.train_and_evaluate(quickstart(**{"train.num_steps": 10}), workdir)
+  with pytest.raises(UserError, match=r"checkpoint at step 10 .* does not fit this config's train state"):
+    train.train_and_evaluate(quickstart(**{"train.num_steps": 20, "model.width": 16}), workdir)
+  # The run's own config stays on disk.
+  assert checkpoints.read_config(workdir).model.width == 8
+
+
 def _tensorboard_tags(workdir):
   """Tag -> plugin name of every summary in the run's event files, read with TensorFlow."""
   import tensorflow as tf
