@@ -57,6 +57,8 @@ def evaluate_run(workdir: str, *, num_samples: int, extractor: str, reference: s
 
   if num_samples < 2:
     raise UserError(f"--num_samples={num_samples}: need at least 2")
+  if batch_size < 1:
+    raise UserError(f"--batch_size={batch_size}: need at least 1")
   ex = features.get_extractor(extractor, inception_weights=inception_weights)
   config, state, step = sample.load_run(workdir, step)
   generate_fn = make_generate_fn(config, state, batch_size)

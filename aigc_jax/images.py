@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import os
+import stat
 import tempfile
 from typing import Sequence
 
@@ -43,6 +44,8 @@ def make_grid(images, ncols: int | None = None, padding: int = 2) -> np.ndarray:
 
 def check_writable(path: str) -> None:
   """Raises UserError unless `path` can be created (its folder exists and is writable)."""
+  if not os.path.basename(path):
+    raise UserError(f"output path {path!r} names no file; give a file name")
   folder = os.path.dirname(os.path.abspath(path)) or "."
   if os.path.isdir(path):
     raise UserError(f"output path {path!r} is a directory; give a file name")
@@ -50,6 +53,16 @@ def check_writable(path: str) -> None:
     raise UserError(f"cannot write {path!r}: folder {folder!r} does not exist")
   if not os.access(folder, os.W_OK):
     raise UserError(f"cannot write {path!r}: folder {folder!r} is not writable")
+
+
+def _file_mode(path: str) -> int:
+  """The mode `path` has now, or a new file's mode under the process umask."""
+  try:
+    return stat.S_IMODE(os.stat(path).st_mode)
+  except FileNotFoundError:
+    umask = os.umask(0)  # Reading the umask means setting it: put it straight back.
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 def write_bytes_atomic(path: str, data: bytes) -> None:
@@ -60,6 +73,7 @@ def write_bytes_atomic(path: str, data: bytes) -> None:
   try:
     with os.fdopen(fd, "wb") as f:
       f.write(data)
+    os.chmod(tmp, _file_mode(path))  # mkstemp makes 0600 files; keep what open() would give.
     os.replace(tmp, path)
   except BaseException:
     if os.path.exists(tmp):

@@ -23,6 +23,8 @@ from aigc_jax import checkpoints, config as config_lib, images, trainers
 from aigc_jax.errors import UserError
 
 MODES = ("generate", "reconstruct", "interpolate", "rule", "noise")
+# jax.random.key keeps 32 bits of a seed (without x64): larger seeds would alias smaller ones.
+MAX_SEED = 2 ** 32 - 1
 
 
 def parse_seeds(spec: str) -> list[int]:
@@ -33,6 +35,8 @@ def parse_seeds(spec: str) -> list[int]:
     if not m:
       raise UserError(f"--seeds={spec!r} is not valid: use a list and ranges such as 0-63 or 1,5,9")
     lo, hi = int(m[1]), int(m[2] if m[2] is not None else m[1])
+    if hi > MAX_SEED:
+      raise UserError(f"--seeds={spec!r} is not valid: seeds go up to {MAX_SEED}")
     if hi < lo:
       raise UserError(f"--seeds={spec!r} is not valid: range {lo}-{hi} is empty")
     seeds.extend(range(lo, hi + 1))
@@ -90,14 +94,17 @@ def _write(out: str, frames: np.ndarray, ncols: int | None = None) -> None:
     images.save_png(out, images.upscale_for_display(images.make_grid(frames, ncols)))
 
 
-def _labels(config, class_idx: int | None, num: int) -> jax.Array | None:
+def _labels(config, class_idx: int | None, seed_list: Sequence[int]) -> jax.Array | None:
+  """--class for every image; without it a conditional model draws class seed % num_classes per seed."""
   if class_idx is None:
-    return None
+    if not config.model.num_classes:
+      return None
+    return jnp.asarray(seed_list, jnp.int32) % config.model.num_classes
   if not config.model.num_classes:
     raise UserError("--class needs a class-conditional model (this one has model.num_classes=0)")
   if not 0 <= class_idx < config.model.num_classes:
     raise UserError(f"--class={class_idx} is out of range: 0..{config.model.num_classes - 1}")
-  return jnp.full((num,), class_idx, jnp.int32)
+  return jnp.full((len(seed_list),), class_idx, jnp.int32)
 
 
 def _load(workdir: str | None, model: str | None, step: int | None, mode: str):
@@ -135,7 +142,12 @@ def run(mode: str, out: str, *, workdir: str | None = None, model: str | None = 
     raise UserError(f"--mode={mode!r} is not valid: choose one of {', '.join(MODES)}")
   if not 0 <= trunc <= 1:
     raise UserError(f"--trunc={trunc} is not valid: the truncation psi must be in [0, 1] (1: off)")
+  for name, value in (("num", num), ("frames", frames)):
+    if value < 1:
+      raise UserError(f"--{name}={value} is not valid: need at least 1")
   images.check_writable(out)
+  if not out.lower().endswith((".png", ".gif")):
+    raise UserError(f"--out={out!r} is not valid: write a .png grid or a .gif animation")
   if mode == "rule":
     from aigc_jax import transforms
     if not input_path:
@@ -157,7 +169,7 @@ def run(mode: str, out: str, *, workdir: str | None = None, model: str | None = 
     raise UserError(f"{workdir or model!r} is a {config.model.family}, which does not generate images")
   if mode == "generate":
     z = truncate(latents_from_seeds(seed_list, config.model.latent_dim), trunc)
-    result = trainer.generate(config, state, None, len(seed_list), _labels(config, class_idx, len(seed_list)), z=z)
+    result = trainer.generate(config, state, None, len(seed_list), _labels(config, class_idx, seed_list), z=z)
     _write(out, np.asarray(result))
   elif mode == "reconstruct":
     if config.model.family != "vae":
@@ -172,9 +184,11 @@ def run(mode: str, out: str, *, workdir: str | None = None, model: str | None = 
   else:  # interpolate
     if len(seed_list) < 2:
       raise UserError("--mode=interpolate needs two seeds, e.g. --seeds=3,7")
-    labels = _labels(config, class_idx, frames)
+    # One class along the walk: --class, else the first seed's (GAN) or first image's (VAE).
+    labels = _labels(config, class_idx, [seed_list[0]] * frames)
     if config.model.family == "vae":
-      result = _interpolate_encoded(config, state, trainer, seed_list, frames, labels)
+      result = _interpolate_encoded(config, state, trainer, seed_list, frames,
+                                    None if class_idx is None else labels)
     else:
       z = truncate(latents_from_seeds(seed_list[:2], config.model.latent_dim), trunc)
       path = slerp(z[0], z[1], jnp.linspace(0.0, 1.0, frames))
@@ -204,7 +218,8 @@ def _define_flags() -> None:
   flags.DEFINE_float("trunc", 1.0, "Truncation psi in [0, 1]: latents are scaled by psi (1: off).")
   flags.DEFINE_integer("step", None, "Checkpoint step to load (default: the latest).")
   flags.DEFINE_string("seeds", "0-63", "Seeds, one image each: ranges and lists, e.g. 0-63 or 1,5,9.")
-  flags.DEFINE_integer("class", None, "Class to sample from a class-conditional model.")
+  flags.DEFINE_integer("class", None, "Class to sample from a class-conditional model (default: "
+                       "seed % num_classes for each seed).")
   flags.DEFINE_string("out", "samples.png", "Output file: .png grid, or .gif for --mode=interpolate.")
   flags.DEFINE_integer("num", 16, "Number of images (reconstruct, rule, noise).")
   flags.DEFINE_integer("frames", 10, "Interpolation steps between the two seeds.")

@@ -55,12 +55,23 @@ def test_interpolate_writes_a_gif_with_one_frame_per_step(run_20_steps, tmp_path
 @pytest.mark.parametrize("kwargs, message", [
     ({"step": 999}, "--step=999 has no checkpoint"),
     ({"seeds": "x"}, "--seeds"),
+    ({"seeds": "4294967295-4294967296"}, "seeds go up to 4294967295"),
+    ({"num": 0}, "--num=0"),
+    ({"frames": 0}, "--frames=0"),
 ])
 def test_user_errors_write_nothing(run_20_steps, tmp_path, kwargs, message):
   out = tmp_path / "grid.png"
   with pytest.raises(UserError, match=message):
     sample.run("generate", str(out), workdir=run_20_steps, **kwargs)
   assert not out.exists()
+
+
+@pytest.mark.parametrize("out, message", [("grid.jpg", "a .png grid or a .gif"), ("", "names no file")])
+def test_bad_output_paths_are_user_errors(run_20_steps, tmp_path, monkeypatch, out, message):
+  monkeypatch.chdir(tmp_path)
+  with pytest.raises(UserError, match=message):
+    sample.run("generate", out, workdir=run_20_steps, seeds="0-3")
+  assert os.listdir(tmp_path) == []
 
 
 def test_cli_errors_are_one_line(tmp_path, run_20_steps):
@@ -110,6 +121,34 @@ def test_conditional_sample_with_class_3_is_reproducible(cgan_run, tmp_path):
   assert not np.allclose(three, five)
   with pytest.raises(UserError, match="--class=12 is out of range"):
     sample.run("generate", str(tmp_path / "c.png"), workdir=cgan_run, class_idx=12)
+
+
+def _captured_frames(monkeypatch):
+  """Makes sample.run hand its images to a list instead of writing them."""
+  frames = []
+  monkeypatch.setattr(sample, "_write", lambda out, images, ncols=None: frames.append(np.asarray(images)))
+  return frames
+
+
+def test_conditional_seed_names_the_same_image_in_any_grid(cgan_run, monkeypatch):
+  # Without --class each seed draws class seed % 10, so its image does not depend on its place.
+  frames = _captured_frames(monkeypatch)
+  sample.run("generate", "g.png", workdir=cgan_run, seeds="0-5")
+  sample.run("generate", "g.png", workdir=cgan_run, seeds="5")
+  sample.run("generate", "g.png", workdir=cgan_run, seeds="5", class_idx=5)
+  np.testing.assert_allclose(frames[0][5], frames[1][0], atol=1e-6)
+  np.testing.assert_array_equal(frames[1], frames[2])
+  sample.run("generate", "g.png", workdir=cgan_run, seeds="5", class_idx=0)
+  assert not np.allclose(frames[3], frames[1])
+
+
+def test_conditional_interpolation_keeps_the_first_seeds_class(cgan_run, monkeypatch):
+  frames = _captured_frames(monkeypatch)
+  sample.run("interpolate", "w.gif", workdir=cgan_run, seeds="3,7", frames=4)
+  sample.run("generate", "g.png", workdir=cgan_run, seeds="3,7", class_idx=3)
+  walk, ends = frames
+  np.testing.assert_allclose(walk[0], ends[0], atol=1e-5)
+  np.testing.assert_allclose(walk[-1], ends[1], atol=1e-5)  # seed 7's latent, still class 3
 
 
 def test_truncation_scales_latents_and_psi_0_gives_one_image(cgan_run, tmp_path):

@@ -46,9 +46,11 @@ def export(workdir: str, name: str, directory: str = DIR, step: int | None = Non
   if config.model.family not in _FIELDS:
     raise UserError(f"model.family={config.model.family!r} does not generate images")
   config_path, weights_path = _paths(name, directory)
-  images.write_bytes_atomic(config_path, config.to_json(indent=2).encode())
-  images.write_bytes_atomic(weights_path,
-                            flax.serialization.msgpack_serialize(_sampling_weights(config, state)))
+  # Both serialised before either is written, so a failure cannot pair a new config with old weights.
+  weights = flax.serialization.msgpack_serialize(_sampling_weights(config, state))
+  config_json = config.to_json(indent=2).encode()
+  images.write_bytes_atomic(weights_path, weights)
+  images.write_bytes_atomic(config_path, config_json)
   return config_path, weights_path
 
 

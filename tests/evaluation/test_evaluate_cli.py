@@ -39,6 +39,8 @@ def test_evaluate_run_writes_metrics_json(run_dir):
   assert "fid" in table and "150 samples" in table
   with pytest.raises(UserError, match="cannot take 5000 images"):
     evaluate.evaluate_run(workdir, num_samples=5000, extractor="digits", progress=False)
+  with pytest.raises(UserError, match="--batch_size=0: need at least 1"):
+    evaluate.evaluate_run(workdir, num_samples=150, extractor="digits", batch_size=0, progress=False)
 
 
 def test_periodic_evaluation_hook(run_dir):
