@@ -1,6 +1,7 @@
 """Evaluation pipeline on scikit-learn digits with the shipped LeNet features (no ../shared)."""
 
 import jax
+import ml_collections
 import numpy as np
 import pytest
 import scipy.ndimage
@@ -106,13 +107,13 @@ def test_evaluate_generator_end_to_end_with_cache(tmp_path, monkeypatch, extract
                                     cache_dir=str(tmp_path))
   assert sum(calls) == 300
   assert out["fid"] > 0 and 0 <= out["precision"] <= 1 and out["kid_std"] >= 0
-  cached = list(tmp_path.glob("reference_digits_digits_train_8px_300.npz"))
+  cached = list(tmp_path.glob("reference_digits_digits_train_8px_300_*.npz"))
   assert cached
   # A URL cache (TensorFlow's in-memory filesystem standing in for gs://) works the same way.
   url = "ram://eval_cache"
   assert pipeline.evaluate_generator(config, generate, num_samples=300, extractor=extractor,
                                      cache_dir=url) == out
-  assert tf.io.gfile.exists(url + "/reference_digits_digits_train_8px_300.npz")
+  assert tf.io.gfile.glob(url + "/reference_digits_digits_train_8px_300_*.npz")
   monkeypatch.setattr(data, "load_images", lambda *a: pytest.fail("reference not cached"))
   for cache_dir in (str(tmp_path), url):
     again = pipeline.evaluate_generator(config, generate, num_samples=300, extractor=extractor,
@@ -144,3 +145,16 @@ def test_user_errors(tmp_path, digits, extractor):
     pipeline.compute_metrics(fake, real)
   with pytest.raises(UserError, match="inception_fid.npz.*convert_inception"):
     features.get_extractor("inception", inception_weights=str(tmp_path / "inception_fid.npz"))
+
+
+def test_reference_cache_names_differ_when_the_images_would():
+  data = ml_collections.ConfigDict({"dataset": "mnist_idx", "split": "test", "image_size": 28,
+                                    "channels": 1, "manual_dir": "/data/mnist",
+                                    "synthetic_source": "digits", "synthetic_spec": ""})
+  name = pipeline._cache_name("digits", data, 100)
+  assert name.startswith("reference_digits_mnist_idx_test_28px_100_") and name.endswith(".npz")
+  assert pipeline._cache_name("digits", data, 100) == name
+  for key, value in (("manual_dir", "/data/fashion_mnist"), ("channels", 3), ("synthetic_spec", "flip_lr")):
+    other = ml_collections.ConfigDict(data.to_dict())
+    other[key] = value
+    assert pipeline._cache_name("digits", other, 100) != name, key
