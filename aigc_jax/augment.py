@@ -136,8 +136,8 @@ def ada_color(key: jax.Array, images: jax.Array, p: jax.Array) -> jax.Array:
            + jnp.sin(theta)[:, None, None] * cross)
     sat = _gate(next(keys), n, p, _lognormal(next(keys), n, math.log(2)), 1.0)
     matrix = matrix @ hue @ (outer + sat[:, None, None] * (eye - outer))
-  out = jnp.einsum("nij,nhwj->nhwi", matrix, images)
-  return out + brightness[:, None, None, None]
+  # Brightness first, as in ADA: contrast scales the offset and the luma flip negates it.
+  return jnp.einsum("nij,nhwj->nhwi", matrix, images + brightness[:, None, None, None])
 
 
 def ada(key: jax.Array, images: jax.Array, p: jax.Array) -> jax.Array:

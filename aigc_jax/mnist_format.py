@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import zlib
 
 import numpy as np
 
@@ -60,7 +61,7 @@ def read_idx(path: str, magic: int) -> np.ndarray:
   try:
     with opener(path, "rb") as f:
       data = f.read()
-  except (OSError, EOFError) as e:
+  except (OSError, EOFError, zlib.error) as e:
     raise UserError(f"cannot read IDX file {path!r}: {e}") from None
   found = int.from_bytes(data[:4], "big") if len(data) >= 4 else None
   if found != magic:

@@ -81,6 +81,17 @@ def test_ada_colour_matrices_preserve_luma_under_hue_and_invert_it_under_luma_fl
   assert (slopes < 0).any() and (slopes > 0).any()  # Luma flip on about half the examples.
 
 
+def test_ada_adds_brightness_before_contrast_and_luma_flip():
+  # ADA's colour matrix is Sat·Hue·Flip·Contrast·Bright: a grey pixel v maps to s*c*(v + b), so
+  # offset / slope recovers b ~ N(0, 0.2^2) exactly. Adding b last instead would give b / (s*c),
+  # whose spread is 0.2 * E[1/c^2]^0.5 = 0.2255 for ADA's log2-lognormal contrast (sigma 0.5).
+  n = 20_000
+  grey = jnp.broadcast_to(jnp.array([0.0, 1.0])[None, None, :, None], (n, 1, 2, 3))
+  y = np.asarray(augment.ada_color(jax.random.key(5), grey, jnp.float32(1.0)), np.float64)[:, 0, :, 0]
+  b = y[:, 0] / (y[:, 1] - y[:, 0])
+  assert abs(b.std() - 0.2) < 0.006 and abs(b.mean()) < 0.006
+
+
 def test_augmentations_pass_gradients_to_the_images():
   x = jnp.asarray(_images(3))
   ops = [lambda k, v: augment.diffaugment(k, v, ("color", "translation", "cutout")),

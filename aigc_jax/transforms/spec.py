@@ -129,7 +129,7 @@ def _literal(node: ast.AST, term: str):
     return node.id
   try:
     return ast.literal_eval(node)
-  except ValueError:
+  except (ValueError, TypeError, SyntaxError):
     raise _fail(term, f"argument {ast.unparse(node)!r} is not a number or word") from None
 
 
@@ -144,6 +144,18 @@ def _check_value(term: str, name: str, value, default) -> None:
     raise _fail(term, f"{name}={value!r} should be a {type(default).__name__}")
   if name in _CHOICES and value not in _CHOICES[name]:
     raise _fail(term, f"{name}={value!r}; choose one of {', '.join(map(str, _CHOICES[name]))}")
+
+
+# Arguments that must be positive (a zero would divide by zero or give empty images).
+_POSITIVE = {"crop": ("lo",), "scale": ("lo",), "elastic": ("sigma",), "fbm_warp": ("octaves", "scale")}
+
+
+def _check_ranges(term: str, op: str, arguments: dict) -> None:
+  for name in _POSITIVE.get(op, ()):
+    if arguments[name] <= 0:
+      raise _fail(term, f"{name}={arguments[name]!r} must be positive")
+  if "lo" in arguments and "hi" in arguments and arguments["lo"] > arguments["hi"]:
+    raise _fail(term, f"the range lo={arguments['lo']!r} > hi={arguments['hi']!r}")
 
 
 def _parse_term(term: str) -> compose.Op:
@@ -167,6 +179,8 @@ def _parse_term(term: str) -> compose.Op:
     raise _fail(term, str(e)) from None
   for name, value in bound.arguments.items():
     _check_value(term, name, value, signature.parameters[name].default)
+  bound.apply_defaults()  # The factories' own defaults may differ from the shared ones shown (cval=-1).
+  _check_ranges(term, call.func.id, bound.arguments)
   return compose.with_probability(factory(*bound.args, **bound.kwargs), float(p))
 
 

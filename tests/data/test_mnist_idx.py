@@ -1,5 +1,6 @@
 """The mnist_idx builder and the IDX reader under it: parsing, gz and plain files, present splits, clear errors."""
 
+import gzip
 import os
 
 import numpy as np
@@ -64,6 +65,18 @@ def test_bad_magic_number(tmp_path):
     _prepare(str(tmp_path), str(tmp_path / "tfds"))
   assert not os.path.exists(tmp_path / "tfds" / "mnist_idx" / mnist_idx.folder_config(
       str(tmp_path)).name / "1.0.0" / "dataset_info.json")
+
+
+def test_corrupt_gzip_stream_is_a_user_error(tmp_path):
+  plain, path = str(tmp_path / "x-images-idx3-ubyte"), str(tmp_path / "x-images-idx3-ubyte.gz")
+  write_idx(plain, indexed_images(2))
+  with open(plain, "rb") as f:
+    packed = bytearray(gzip.compress(f.read()))  # No file name in the header: deflate starts at 10.
+  packed[10] = 0xFF  # An invalid deflate block type.
+  with open(path, "wb") as f:
+    f.write(packed)
+  with pytest.raises(UserError, match="x-images-idx3-ubyte.gz"):
+    mnist_format.read_idx(path, 0x0803)
 
 
 def test_truncated_and_mismatched_files(tmp_path):

@@ -69,7 +69,10 @@ def test_spec_randomness_follows_the_key():
     ("rotat(1)", "unknown op"), ("rotate(1,2,3)", "too many"), ("rotate(mode=foo)", "mode='foo'"),
     ("rotate(order=2)", "order=2"), ("gaussian_noise(std=a)", "should be a float"), ("hflip(p=2)", "p=2"),
     ("rotate(", "cannot parse"), ("rotate(1)||hflip", "empty stage"), ("fbm_warp(octaves=2.5)", "should be a int"),
-    ("blend(texture=bricks)", "texture='bricks'")])
+    ("blend(texture=bricks)", "texture='bricks'"), ("rotate({1,[2]})", "not a number or word"),
+    ("fbm_warp(octaves=0)", "octaves=0 must be positive"), ("fbm_warp(scale=0)", "scale=0 must be positive"),
+    ("elastic(sigma=0)", "sigma=0 must be positive"), ("crop(0,0)", "lo=0 must be positive"),
+    ("rotate(lo=20)", "lo=20 > hi=15.0")])
 def test_bad_specs_get_one_line_listing_the_ops(spec, words):
   with pytest.raises(UserError) as e:
     parse_spec(spec)
@@ -77,6 +80,15 @@ def test_bad_specs_get_one_line_listing_the_ops(spec, words):
   assert words in message and "valid ops:" in message and "rotate(lo=-15.0, hi=15.0" in message
   assert "\n" not in message
   assert "gaussian_noise(std=0.05)" in valid_ops()
+
+
+def test_spec_defaults_are_the_documented_ones():
+  x = jnp.ones((2, 16, 16, 1))
+  # Geometric ops fill with cval=-1 (black) unless told otherwise.
+  assert float(parse_spec("rotate(45,45)")(KEY, x)[0, 0, 0, 0]) == -1.0
+  assert float(parse_spec("rotate(45,45,cval=0.5)")(KEY, x)[0, 0, 0, 0]) == 0.5
+  # A pixel op without arguments takes its function's default.
+  np.testing.assert_array_equal(parse_spec("gaussian_noise")(KEY, x), parse_spec("gaussian_noise(0.05)")(KEY, x))
 
 
 def test_rule_images_and_noise_images():
