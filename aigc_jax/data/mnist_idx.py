@@ -20,12 +20,19 @@ from aigc_jax.mnist_format import IMAGE_SHAPE, expected_names, find_splits, read
 
 
 def folder_config(folder: str) -> tfds.core.BuilderConfig:
-  """A builder config named after `folder` and its files, so each folder is prepared separately."""
+  """A builder config named after `folder` and its files' contents, so each set is prepared separately.
+
+  Contents, not sizes: MNIST and Fashion-MNIST files have the same sizes, and swapping one for
+  the other in a folder must not reuse the prepared copy of the first.
+  """
   splits = find_splits(folder)
   real = os.path.realpath(folder)
   h = hashlib.sha1(real.encode())
   for path in sorted(p for pair in splits.values() for p in pair):
-    h.update(f"{os.path.basename(path)}:{os.path.getsize(path)}".encode())
+    h.update(os.path.basename(path).encode())
+    with open(path, "rb") as f:
+      for chunk in iter(lambda: f.read(1 << 20), b""):
+        h.update(chunk)
   stem = re.sub(r"[^a-z0-9]+", "_", os.path.basename(real).lower()).strip("_") or "folder"
   return tfds.core.BuilderConfig(name=f"{stem}_{h.hexdigest()[:10]}",
                                  description=f"IDX files from {real}")

@@ -43,6 +43,10 @@ def test_different_folders_get_different_configs(tmp_path, mnist_folder):
   other = str(tmp_path / "other")
   write_mnist_folder(other, {"train": (indexed_images(3), np.zeros(3))}, gz=False)
   assert mnist_idx.folder_config(other).name != mnist_idx.folder_config(mnist_folder[0]).name
+  # The same folder with other images of the same size (MNIST swapped for Fashion-MNIST, say).
+  before = mnist_idx.folder_config(other).name
+  write_mnist_folder(other, {"train": (255 - indexed_images(3), np.zeros(3))}, gz=False)
+  assert mnist_idx.folder_config(other).name != before
 
 
 def test_missing_folder_names_expected_files(tmp_path):
