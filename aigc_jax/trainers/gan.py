@@ -186,7 +186,8 @@ def make_train_step(config: ml_collections.ConfigDict) -> Callable:
     updates, opt_state = d_opt.update(grads, critic.opt_state, critic.params)
     ada_p = critic.ada_p
     if g.augment == "ada":
-      ada_p = augment_lib.ada_adjust(ada_p, real_logits, g.ada_target, g.ada_speed_images)
+      # Every critic update sees the step's one real batch: n_critic adjustments share its images.
+      ada_p = augment_lib.ada_adjust(ada_p, real_logits, g.ada_target, g.ada_speed_images * g.n_critic)
       metrics["ada_p"] = ada_p
       metrics["d_real_sign"] = jnp.mean(jnp.sign(real_logits))
     critic = _Critic(params=optax.apply_updates(critic.params, updates), collections=coll,

@@ -176,6 +176,18 @@ def test_ema_parameters_follow_the_formula_over_steps():
                              gan.generate(config, s2.replace(g_params=s2.g_ema_params), None, 2, z=z), atol=1e-6)
 
 
+def test_ada_p_moves_at_most_batch_over_speed_per_step_whatever_n_critic():
+  # The n_critic updates of a step share one real batch: together they move p by at most
+  # batch / ada_speed_images, as one update would.
+  config = tiny_gan_config()
+  config.gan.augment, config.gan.n_critic, config.gan.ada_speed_images = "ada", 2, 160
+  state = gan.init_state(config, jax.random.key(0)).replace(ada_p=jnp.float32(0.5))
+  state, _ = jax.jit(gan.make_train_step(config))(state, tiny_batch(config), jax.random.key(1))
+  moved = abs(float(state.ada_p) - 0.5)
+  assert moved <= config.train.batch_size / 160 + 1e-6
+  assert moved in (pytest.approx(0.0, abs=1e-6), pytest.approx(0.1, abs=1e-6))  # two moves of 0.05
+
+
 @pytest.mark.parametrize("overrides", [
     {"gan.loss": "wgan_gp", "model.d_norm": "spectral", "gan.n_critic": 2, "gan.augment": "diffaugment"},
     {"gan.loss": "hinge", "gan.r1_gamma": 1.0, "gan.r1_every": 2, "gan.augment": "ada",
