@@ -12,10 +12,10 @@ import ml_collections
 from aigc_jax.errors import UserError
 
 MODEL_FAMILIES = {"gan": ("dcgan",), "vae": ("conv_vae",), "classifier": ("lenet",)}
-DATASETS = ("digits", "mnist_idx", "mnist", "fashion_mnist", "cifar10", "celeb_a", "synthetic")
 # Label classes of each dataset (0: unlabelled); synthetic has those of its source.
 DATASET_CLASSES = {"digits": 10, "mnist_idx": 10, "mnist": 10, "fashion_mnist": 10, "cifar10": 10,
                    "celeb_a": 0}
+DATASETS = (*DATASET_CLASSES, "synthetic")
 IMAGE_SIZES = (8, 16, 28, 32, 64)
 GAN_LOSSES = ("non_saturating", "hinge", "least_squares", "wgan_gp")
 GAN_AUGMENTS = ("none", "diffaugment", "ada")

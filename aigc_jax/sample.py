@@ -99,7 +99,7 @@ def _labels(config, class_idx: int | None, seed_list: Sequence[int]) -> jax.Arra
   if class_idx is None:
     if not config.model.num_classes:
       return None
-    return jnp.asarray(seed_list, jnp.int32) % config.model.num_classes
+    return jnp.asarray(np.asarray(seed_list, np.int64) % config.model.num_classes, jnp.int32)
   if not config.model.num_classes:
     raise UserError("--class needs a class-conditional model (this one has model.num_classes=0)")
   if not 0 <= class_idx < config.model.num_classes:

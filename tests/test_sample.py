@@ -140,6 +140,10 @@ def test_conditional_seed_names_the_same_image_in_any_grid(cgan_run, monkeypatch
   np.testing.assert_array_equal(frames[1], frames[2])
   sample.run("generate", "g.png", workdir=cgan_run, seeds="5", class_idx=0)
   assert not np.allclose(frames[3], frames[1])
+  # The largest seed (past int32) draws class 4294967295 % 10 = 5.
+  sample.run("generate", "g.png", workdir=cgan_run, seeds="4294967295")
+  sample.run("generate", "g.png", workdir=cgan_run, seeds="4294967295", class_idx=5)
+  np.testing.assert_array_equal(frames[4], frames[5])
 
 
 def test_conditional_interpolation_keeps_the_first_seeds_class(cgan_run, monkeypatch):
