@@ -9,7 +9,11 @@ process feeds only its own devices.
 
 from __future__ import annotations
 
+import functools
+import os
+
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
@@ -38,6 +42,36 @@ def host_to_global(batch, mesh: Mesh):
   """Turns this process's slice of a batch (a pytree of numpy arrays) into global jax.Arrays."""
   sharding = batch_sharded(mesh)
   return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), batch)
+
+
+# XLA:CPU (jaxlib 0.10) hands convolutions to YNNPACK by default; on this project's models
+# those ran whole train steps 1.3-1.45x slower on 2 cores than XLA's Eigen convolutions
+# (benchmarks/RESULTS.md, "Train step"), so CPU steps keep YNNPACK for matmuls only.
+_YNN_OPTION = "xla_cpu_experimental_ynn_fusion_type"
+_CPU_COMPILER_OPTIONS = ((_YNN_OPTION, "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"),)
+
+
+@functools.cache
+def _cpu_accepts(options: tuple[tuple[str, str], ...]) -> bool:
+  """Whether this jaxlib's CPU compiler knows `options` (an unknown one is an error)."""
+  probe = jax.device_put(jnp.zeros(()), jax.devices("cpu")[0])
+  try:
+    jax.jit(lambda x: x + 1).lower(probe).compile(dict(options))
+  except jax.errors.JaxRuntimeError:
+    return False
+  return True
+
+
+def compiler_options(mesh: Mesh) -> dict[str, str]:
+  """XLA options for a hot step compiled for `mesh`: on CPU, Eigen convolutions instead of YNNPACK's.
+
+  Empty off the CPU, where the installed jaxlib lacks the option, or where the user set it in
+  XLA_FLAGS themselves.
+  """
+  if (mesh.devices.flat[0].platform != "cpu" or _YNN_OPTION in os.environ.get("XLA_FLAGS", "")
+      or not _cpu_accepts(_CPU_COMPILER_OPTIONS)):
+    return {}
+  return dict(_CPU_COMPILER_OPTIONS)
 
 
 def initialize_distributed(enabled: bool | None = None, coordinator_address: str | None = None,

@@ -32,7 +32,7 @@ import jax.numpy as jnp
 
 from aigc_jax.models import layers
 from aigc_jax.models.layers import ConvTranspose2x, ConvTransposeFromVector
-from aigc_jax.models.normalization import SpectralConv
+from aigc_jax.models.normalization import BatchNorm, SpectralConv
 
 _WEIGHT_INIT = nn.initializers.normal(0.02)
 
@@ -68,10 +68,10 @@ def _check_labels(labels: jax.Array | None, num_classes: int) -> None:
     raise ValueError(f"a conditional model (num_classes={num_classes}) needs labels")
 
 
-def _batch_norm(train: bool, dtype: Any) -> nn.BatchNorm:
+def _batch_norm(train: bool, dtype: Any) -> BatchNorm:
   # PyTorch's momentum 0.1 and eps 1e-5, as in the reference DCGAN.
-  return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=dtype,
-                      scale_init=_scale_init)
+  return BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=dtype,
+                   scale_init=_scale_init)
 
 
 class Generator(nn.Module):

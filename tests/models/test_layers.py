@@ -9,7 +9,9 @@ import pytest
 
 from aigc_jax.models import layers
 
-SHAPES = [  # (batch, height, width, in channels, out channels)
+# (batch, height, width, in channels, out channels); out channels <= 4 take conv_transpose_2x's
+# one-conv path, 5 its four phase convs.
+SHAPES = [
     (2, 1, 1, 3, 2),
     (1, 5, 4, 3, 5),
     (3, 4, 6, 8, 1),
