@@ -128,6 +128,16 @@ def conv_down_2x(x: jax.Array, kernel: jax.Array) -> jax.Array:
   return _conv_down_2x(x, kernel)
 
 
+def channel_sums(rows: jax.Array) -> jax.Array:
+  """Sums [M, C] over M as a product with a vector of ones.
+
+  XLA:CPU rewrites large sums into tree reductions (reduce-window) that run several times
+  slower than this matrix-vector product (benchmarks/RESULTS.md, "Train step").
+  """
+  return jnp.dot(jnp.ones((rows.shape[0],), rows.dtype), rows,
+                 preferred_element_type=jnp.promote_types(rows.dtype, jnp.float32)).astype(rows.dtype)
+
+
 def _kernel_and_bias(layer: nn.Module, x: jax.Array, k: int):
   """Declares `layer`'s [k, k, C_in, features] kernel and optional bias as flax's convs name
   them (so parameters and checkpoints match), and promotes x, kernel, bias to its dtype."""

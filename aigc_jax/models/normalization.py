@@ -25,6 +25,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from aigc_jax.models import layers
+
 COLLECTION = "spectral"
 
 
@@ -85,9 +87,7 @@ def _channel_sums(rows: jax.Array, matvec: bool) -> jax.Array:
   Only float32 steps take the product: bfloat16 ones run on accelerators, where reductions are
   fast and a float32 matmul would leave the bfloat16 units (TPUs emulate it in several passes).
   """
-  if matvec:
-    return jnp.dot(jnp.ones((rows.shape[0],), rows.dtype), rows)
-  return jnp.sum(rows, axis=0)
+  return layers.channel_sums(rows) if matvec else jnp.sum(rows, axis=0)
 
 
 def _batch_statistics(x: jax.Array) -> tuple[jax.Array, jax.Array]:

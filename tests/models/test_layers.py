@@ -233,3 +233,11 @@ def test_bfloat16_layers_keep_float32_params():
     params = jax.eval_shape(module.init, jax.random.key(0), inputs)
     assert {p.dtype for p in jax.tree.leaves(params)} == {jnp.dtype(jnp.float32)}
     assert jax.eval_shape(module.apply, params, inputs).dtype == jnp.bfloat16
+
+
+def test_channel_sums_match_numpy_in_float64():
+  rows = _normal(np.random.default_rng(0), 1000, 20) + 3.0
+  _close(layers.channel_sums(jnp.asarray(rows)), rows.astype(np.float64).sum(axis=0))
+  sums = layers.channel_sums(jnp.asarray(rows, jnp.bfloat16))
+  assert sums.dtype == jnp.bfloat16
+  _close(sums, rows.astype(np.float64).sum(axis=0), tol=1e-2)
