@@ -44,9 +44,10 @@ def host_to_global(batch, mesh: Mesh):
   return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), batch)
 
 
-# XLA:CPU (jaxlib 0.10) hands convolutions to YNNPACK by default; on this project's models
-# those ran whole train steps 1.3-1.45x slower on 2 cores than XLA's Eigen convolutions
-# (benchmarks/RESULTS.md, "Train step"), so CPU steps keep YNNPACK for matmuls only.
+# XLA:CPU (jaxlib 0.10) hands convolutions to YNNPACK by default; on 2 cores those ran this
+# project's train steps 1.2-1.45x and Inception features 2.1-2.4x slower than XLA's Eigen
+# convolutions (benchmarks/RESULTS.md, "Train step"), so such programs keep YNNPACK for matmuls
+# only. (Not LeNet's tiny convolutions, which YNNPACK runs 2.5x faster.)
 _YNN_OPTION = "xla_cpu_experimental_ynn_fusion_type"
 _CPU_COMPILER_OPTIONS = ((_YNN_OPTION, "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"),)
 
@@ -62,13 +63,13 @@ def _cpu_accepts(options: tuple[tuple[str, str], ...]) -> bool:
   return True
 
 
-def compiler_options(mesh: Mesh) -> dict[str, str]:
-  """XLA options for a hot step compiled for `mesh`: on CPU, Eigen convolutions instead of YNNPACK's.
+def compiler_options(platform: str) -> dict[str, str]:
+  """XLA options for a convolution-heavy program on `platform`: on "cpu", Eigen's convolutions.
 
   Empty off the CPU, where the installed jaxlib lacks the option, or where the user set it in
   XLA_FLAGS themselves.
   """
-  if (mesh.devices.flat[0].platform != "cpu" or _YNN_OPTION in os.environ.get("XLA_FLAGS", "")
+  if (platform != "cpu" or _YNN_OPTION in os.environ.get("XLA_FLAGS", "")
       or not _cpu_accepts(_CPU_COMPILER_OPTIONS)):
     return {}
   return dict(_CPU_COMPILER_OPTIONS)

@@ -1,7 +1,5 @@
 """parallel.compiler_options: which XLA options hot steps compile with."""
 
-import types
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -16,7 +14,7 @@ def _conv(x, kernel):
 
 def test_cpu_steps_compile_convolutions_without_ynnpack(monkeypatch):
   monkeypatch.delenv("XLA_FLAGS", raising=False)
-  options = parallel.compiler_options(parallel.create_mesh())
+  options = parallel.compiler_options("cpu")
   if not options:
     pytest.skip("this jaxlib's CPU compiler has no YNNPACK fusion option")
   x, kernel = jnp.ones((2, 8, 8, 16)), jnp.ones((3, 3, 16, 32))
@@ -29,9 +27,8 @@ def test_cpu_steps_compile_convolutions_without_ynnpack(monkeypatch):
 
 def test_a_users_own_xla_flag_wins(monkeypatch):
   monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_experimental_ynn_fusion_type=")
-  assert parallel.compiler_options(parallel.create_mesh()) == {}
+  assert parallel.compiler_options("cpu") == {}
 
 
 def test_no_options_off_the_cpu():
-  gpu_mesh = types.SimpleNamespace(devices=np.array([types.SimpleNamespace(platform="gpu")]))
-  assert parallel.compiler_options(gpu_mesh) == {}
+  assert parallel.compiler_options("gpu") == parallel.compiler_options("tpu") == {}

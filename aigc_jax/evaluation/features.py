@@ -8,6 +8,7 @@ Inception-v3 (pool3 2048-d; Gram matrices of Mixed_6e), from a converted local f
 from __future__ import annotations
 
 import dataclasses
+import functools
 import io
 import os
 from typing import Any, Callable
@@ -16,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from aigc_jax import images as images_lib
+from aigc_jax import images as images_lib, parallel
 from aigc_jax.errors import UserError
 from aigc_jax.evaluation import inception
 from aigc_jax.models.lenet import LeNet
@@ -83,7 +84,7 @@ def inception_extractor(path: str = INCEPTION_WEIGHTS, batch_size: int = 50,
   variables = inception.load_variables(path)
   model = inception.InceptionV3FID(resize_to)
 
-  @jax.jit
+  @functools.partial(jax.jit, compiler_options=parallel.compiler_options(jax.default_backend()))
   def apply(images, valid):
     out = model.apply(variables, images)
     return {"features": out["pool"], "logits": out["logits"],

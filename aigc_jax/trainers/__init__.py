@@ -56,7 +56,8 @@ def compile_train_step(config: ml_collections.ConfigDict, mesh, state_sharding) 
   return jax.jit(multi,
                  in_shardings=(state_sharding, parallel.batch_sharded(mesh), parallel.replicated(mesh)),
                  out_shardings=(state_sharding, parallel.replicated(mesh)),
-                 donate_argnums=(0,), compiler_options=parallel.compiler_options(mesh))
+                 donate_argnums=(0,),
+                 compiler_options=parallel.compiler_options(mesh.devices.flat[0].platform))
 
 
 def init_sharded_state(config: ml_collections.ConfigDict, mesh, key: jax.Array) -> tuple[Any, Any]:
