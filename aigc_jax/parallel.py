@@ -53,11 +53,11 @@ _CPU_COMPILER_OPTIONS = ((_YNN_OPTION, "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"),)
 
 
 @functools.cache
-def _cpu_accepts(options: tuple[tuple[str, str], ...]) -> bool:
-  """Whether this jaxlib's CPU compiler knows `options` (an unknown one is an error)."""
-  probe = jax.device_put(jnp.zeros(()), jax.devices("cpu")[0])
+def _cpu_accepts_options() -> bool:
+  """Whether this jaxlib's CPU compiler knows the options (an unknown one is an error)."""
+  probe = jax.device_put(jnp.zeros(()), jax.local_devices(backend="cpu")[0])
   try:
-    jax.jit(lambda x: x + 1).lower(probe).compile(dict(options))
+    jax.jit(lambda x: x + 1).lower(probe).compile(dict(_CPU_COMPILER_OPTIONS))
   except jax.errors.JaxRuntimeError:
     return False
   return True
@@ -70,7 +70,7 @@ def compiler_options(platform: str) -> dict[str, str]:
   XLA_FLAGS themselves.
   """
   if (platform != "cpu" or _YNN_OPTION in os.environ.get("XLA_FLAGS", "")
-      or not _cpu_accepts(_CPU_COMPILER_OPTIONS)):
+      or not _cpu_accepts_options()):
     return {}
   return dict(_CPU_COMPILER_OPTIONS)
 
