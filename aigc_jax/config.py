@@ -49,6 +49,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.channels = 1
   c.data.random_flip = False
   c.data.shuffle_buffer = 10_000
+  c.data.on_device = False        # keep the whole preprocessed split on the devices (in-memory splits)
   c.data.synthetic_spec = ""      # synthetic: transform spec applied to the source images
   c.data.synthetic_source = "digits"  # synthetic: "digits" or "noise"
 
@@ -118,6 +119,8 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
           f"the models produce {', '.join(map(str, IMAGE_SIZES))} px")
   if config.data.channels not in (1, 3):
     _fail("data.channels", config.data.channels, "must be 1 or 3")
+  if config.data.on_device and config.data.dataset == "synthetic":
+    _fail("data.on_device", True, "needs a TFDS dataset: synthetic batches are generated, not loaded")
   _positive(config, "model.latent_dim", "model.width", "train.batch_size", "train.num_steps",
             "train.learning_rate", "train.log_every", "train.checkpoint_every",
             "train.keep_checkpoints", "train.sample_every", "train.num_sample_images",

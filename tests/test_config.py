@@ -31,6 +31,7 @@ def test_base_config_is_valid():
     ({"vae__likelihood": "laplace"}, "bernoulli"),
     ({"train__compute_dtype": "float16"}, "bfloat16"),
     ({"train__steps_per_dispatch": 3}, "multiple of train.steps_per_dispatch"),
+    ({"data__dataset": "synthetic", "data__on_device": True}, "data.on_device=True is not valid: needs a TFDS"),
 ])
 def test_bad_values_name_the_key_and_allowed_values(overrides, message):
   with pytest.raises(UserError, match=message.replace(".", r"\.").replace("(", r"\(")):

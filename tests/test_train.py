@@ -134,3 +134,13 @@ def test_k_steps_per_dispatch_equal_k_single_steps(run_20_steps, tmp_path):
   _, single, _ = sample.load_run(run_20_steps)
   for a, b in zip(jax.tree.leaves(scanned), jax.tree.leaves(single), strict=True):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
+
+
+def test_on_device_data_trains_to_the_same_parameters(run_20_steps, tmp_path):
+  """data.on_device gives the host pipeline's batches, so the run ends in the same state."""
+  workdir = str(tmp_path / "on_device")
+  train.train_and_evaluate(quickstart(**{"train.num_steps": 20, "data.on_device": True}), workdir)
+  _, on_device, _ = sample.load_run(workdir)
+  _, host, _ = sample.load_run(run_20_steps)
+  for a, b in zip(jax.tree.leaves(on_device), jax.tree.leaves(host)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

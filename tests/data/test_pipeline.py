@@ -195,3 +195,39 @@ def test_load_examples_from_a_sliced_split(data_dir):
   np.testing.assert_array_equal(labels, load_digits().target[1617:1621])
   full, _ = pipeline.load_examples(config, "train", 1621)
   np.testing.assert_array_equal(images, full[1617:])
+
+
+def test_on_device_batches_equal_the_host_pipeline_and_resume(data_dir, monkeypatch):
+  """data.on_device: the split lives on the devices; batches, flips and resume match the host path."""
+  monkeypatch.setattr(pipeline, "_INDEX_CHUNK", 3)  # 4 batches cross a chunk boundary
+  config = _config(data_dir, random_flip=True)
+  config.train.batch_size = 16
+  mesh = parallel.create_mesh()
+  with pipeline.create_train_iterator(config, mesh) as it:
+    host = [next(it) for _ in range(4)]
+  config.data.on_device = True
+  with pipeline.create_train_iterator(config, mesh) as it:
+    assert isinstance(it, pipeline.DeviceBatches)
+    device = [next(it) for _ in range(4)]
+  with pipeline.create_train_iterator(config, mesh, start_step=2) as it:
+    resumed = [next(it) for _ in range(2)]
+  assert device[0]["image"].sharding.is_equivalent_to(parallel.batch_sharded(mesh), 4)
+  for a, b in zip(host, device):
+    for key in ("image", "label"):
+      np.testing.assert_array_equal(np.asarray(a[key]), np.asarray(b[key]))
+  for a, b in zip(device[2:], resumed):
+    np.testing.assert_array_equal(np.asarray(a["image"]), np.asarray(b["image"]))
+
+
+def test_on_device_user_errors(data_dir, monkeypatch):
+  config = _config(data_dir, on_device=True)
+  config.train.batch_size = 8
+  mesh = parallel.create_mesh()
+  with pytest.raises(UserError, match="split 'train' of 'digits' is too big to decode into memory"):
+    pipeline._device_batches(config, mesh, 0, max_bytes=1 << 10)
+  # 1,797 digits as 16x16 float32 take 1.8 MiB: decodable, but over a 1 MiB limit.
+  with pytest.raises(UserError, match="needs 1.8 MiB on each device, over the 1.0 MiB limit"):
+    pipeline._device_batches(config, mesh, 0, max_bytes=1 << 20)
+  monkeypatch.setattr(jax, "process_count", lambda: 2)
+  with pytest.raises(UserError, match="single-process runs; this run has 2 processes"):
+    pipeline.create_train_iterator(config, mesh)
