@@ -87,8 +87,8 @@ def main() -> None:
           run()
         times[k].append((time.perf_counter() - start) / args.steps)
     rate = {k: images / statistics.median(v) for k, v in times.items()}
-    print(f"| {name} | {rate['default']:,.1f} | {rate['eigen']:,.1f} | {rate['eigen'] / rate['default']:.2f}x |",
-          flush=True)
+    speed_up = rate["eigen"] / rate["default"]
+    print(f"| {name} | {rate['default']:,.1f} | {rate['eigen']:,.1f} | {speed_up:.2f}x |", flush=True)
 
 
 if __name__ == "__main__":

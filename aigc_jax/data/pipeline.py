@@ -276,7 +276,8 @@ class DeviceBatches:
     replicated = parallel.replicated(mesh)
     self._images = jax.device_put(images, replicated)
     self._labels = jax.device_put(labels, replicated)
-    self._chunk_sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(None, parallel.DATA_AXIS))
+    self._chunk_sharding = jax.sharding.NamedSharding(
+        mesh, jax.sharding.PartitionSpec(None, parallel.DATA_AXIS))  # [steps, batch]: batch split
     self._take = jax.jit(_take, out_shardings=parallel.batch_sharded(mesh))
     n, flip = len(images), data_config.random_flip
 

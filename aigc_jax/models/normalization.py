@@ -145,7 +145,7 @@ class BatchNorm(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    """Normalises [..., C] with batch statistics (training) or the running ones; updates the latter when training."""
+    """Normalises [..., C] by batch statistics (training; updates the running ones) or the running ones."""
     features = (x.shape[-1],)
     ra_mean = self.variable("batch_stats", "mean", lambda: jnp.zeros(features, jnp.float32))
     ra_var = self.variable("batch_stats", "var", lambda: jnp.ones(features, jnp.float32))
