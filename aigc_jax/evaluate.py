@@ -11,6 +11,7 @@ calls every `config.train.eval_every` steps.
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from typing import Any, Callable, Sequence
@@ -20,7 +21,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from aigc_jax import checkpoints, trainers
+from aigc_jax import checkpoints, parallel, trainers
 from aigc_jax.errors import UserError
 from aigc_jax.evaluation import features, pipeline
 
@@ -31,7 +32,7 @@ def make_generate_fn(config: ml_collections.ConfigDict, state: Any, batch_size: 
   if not hasattr(trainer, "generate"):
     raise UserError(f"model.family={config.model.family!r} does not generate images")
 
-  @jax.jit
+  @functools.partial(jax.jit, compiler_options=parallel.compiler_options(jax.default_backend()))
   def batch(state, key, labels):
     return trainer.generate(config, state, key, batch_size, labels)
 

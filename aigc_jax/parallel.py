@@ -45,7 +45,7 @@ def host_to_global(batch, mesh: Mesh):
 
 
 # XLA:CPU (jaxlib 0.10) hands convolutions to YNNPACK by default; on 2 cores those ran this
-# project's train steps 1.2-1.45x and Inception features 2.1-2.4x slower than XLA's Eigen
+# project's train steps 1.2-1.45x, sampling 1.2-1.3x and Inception features 2.1-2.4x slower than XLA's Eigen
 # convolutions (benchmarks/RESULTS.md, "Train step"), so such programs keep YNNPACK for matmuls
 # only. (Not LeNet's tiny convolutions, which YNNPACK runs 2.5x faster.)
 _YNN_OPTION = "xla_cpu_experimental_ynn_fusion_type"

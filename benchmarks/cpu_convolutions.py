@@ -1,7 +1,8 @@
 """XLA:CPU with and without `parallel.compiler_options("cpu")`: why CPU steps use Eigen's convolutions.
 
 XLA:CPU hands convolutions to YNNPACK by default. For each convolution-heavy program the project
-compiles (the train step of each benchmark config, Inception and LeNet features), this compiles it
+compiles (the train step of each benchmark config, Inception and LeNet features, sampling from the
+shipped dcgan_mnist), this compiles it
 twice, with XLA's defaults and with the project's CPU options, and times the two round-robin in
 each repeat (so machine noise hits both alike); medians are printed with the speed-up.
 
@@ -17,7 +18,7 @@ import time
 import jax
 import numpy as np
 
-from aigc_jax import parallel, trainers
+from aigc_jax import parallel, pretrained, trainers
 from aigc_jax.evaluation import inception
 from aigc_jax.models.lenet import LeNet
 from benchmarks.train_step import _configs, _images
@@ -47,6 +48,14 @@ def _features(model, images, options):
   return lambda: jax.block_until_ready(compiled(variables, images))
 
 
+def _sampling(name: str, num: int, options):
+  config, state = pretrained.load(name)
+  trainer = trainers.get_trainer(config)
+  compiled = jax.jit(lambda state, key: trainer.generate(config, state, key, num)).lower(
+      state, jax.random.key(0)).compile(options)
+  return lambda: jax.block_until_ready(compiled(state, jax.random.key(0)))
+
+
 def _cases() -> dict:
   """name: (build(options) -> run, images or steps per run)."""
   cases = {f"{name} train step": (lambda options, c=config: _train_step(c, options), config.train.batch_size)
@@ -57,6 +66,7 @@ def _cases() -> dict:
   cases["Inception features (64 px -> 299)"] = (
       lambda options: _features(inception.InceptionV3FID(inception.FID_SIZE), photos, options), len(photos))
   cases["LeNet features"] = (lambda options: _features(LeNet(num_classes=10), digits, options), len(digits))
+  cases["dcgan_mnist sampling (shipped)"] = (lambda options: _sampling("dcgan_mnist", 500, options), 500)
   return cases
 
 

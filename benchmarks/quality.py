@@ -18,6 +18,7 @@ benchmarks/RESULTS.md with the table.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 import platform
@@ -129,7 +130,7 @@ def make_generate_fn(config: ml_collections.ConfigDict, state, batch_size: int, 
   """`generate_fn(key, n[, labels])` sampling z ~ N(0, psi^2 I) (the truncation trick) in fixed-size batches."""
   trainer = trainers.get_trainer(config)
 
-  @jax.jit
+  @functools.partial(jax.jit, compiler_options=parallel.compiler_options(jax.default_backend()))
   def batch(state, key, labels):
     z = psi * jax.random.normal(key, (batch_size, config.model.latent_dim))
     return trainer.generate(config, state, None, batch_size, labels, z=z)
