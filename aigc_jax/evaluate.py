@@ -26,15 +26,20 @@ from aigc_jax.errors import UserError
 from aigc_jax.evaluation import features, pipeline
 
 
-def make_generate_fn(config: ml_collections.ConfigDict, state: Any, batch_size: int) -> Callable:
-  """A `generate_fn(key, n[, labels])` that runs one jitted, fixed-size batch per call."""
+def make_generate_fn(config: ml_collections.ConfigDict, state: Any, batch_size: int,
+                     psi: float = 1.0) -> Callable:
+  """A `generate_fn(key, n[, labels])` that runs one jitted, fixed-size batch per call.
+
+  Latents are z ~ N(0, psi^2 I): `psi` < 1 is the truncation trick (1: none).
+  """
   trainer = trainers.get_trainer(config)
   if not hasattr(trainer, "generate"):
     raise UserError(f"model.family={config.model.family!r} does not generate images")
 
   @functools.partial(jax.jit, compiler_options=parallel.compiler_options(jax.default_backend()))
   def batch(state, key, labels):
-    return trainer.generate(config, state, key, batch_size, labels)
+    z = psi * jax.random.normal(key, (batch_size, config.model.latent_dim), jnp.float32)
+    return trainer.generate(config, state, None, batch_size, labels, z=z)
 
   def generate_fn(key, n, labels=None):
     padded = None

@@ -18,7 +18,6 @@ benchmarks/RESULTS.md with the table.
 
 from __future__ import annotations
 
-import functools
 import importlib.util
 import os
 import platform
@@ -34,7 +33,7 @@ from absl import app, flags
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from aigc_jax import checkpoints, config as config_lib, mnist_format, parallel, trainers  # noqa: E402
+from aigc_jax import checkpoints, config as config_lib, evaluate, mnist_format, parallel, trainers  # noqa: E402
 from aigc_jax.evaluation import features, pipeline  # noqa: E402
 
 SUBSET = "test[:2000]"
@@ -126,27 +125,11 @@ def class_scores(logits: np.ndarray, requested: np.ndarray | None, num_classes: 
   return out
 
 
-def make_generate_fn(config: ml_collections.ConfigDict, state, batch_size: int, psi: float):
-  """`generate_fn(key, n[, labels])` sampling z ~ N(0, psi^2 I) (the truncation trick) in fixed-size batches."""
-  trainer = trainers.get_trainer(config)
-
-  @functools.partial(jax.jit, compiler_options=parallel.compiler_options(jax.default_backend()))
-  def batch(state, key, labels):
-    z = psi * jax.random.normal(key, (batch_size, config.model.latent_dim))
-    return trainer.generate(config, state, None, batch_size, labels, z=z)
-
-  def generate_fn(key, n, labels=None):
-    padded = None if labels is None else np.resize(np.asarray(labels, np.int32), batch_size)
-    return np.asarray(batch(state, key, padded))[:n]
-
-  return generate_fn
-
-
 def score(config: ml_collections.ConfigDict, state, num_samples: int, cache_dir: str,
           psi: float = 1.0) -> dict[str, float]:
   """All quality numbers of a trained generator (latents truncated by `psi`) against the MNIST test split."""
   extractor = features.get_extractor("digits")
-  generate_fn = make_generate_fn(config, state, 500, psi)
+  generate_fn = evaluate.make_generate_fn(config, state, 500, psi)
   fake, labels = pipeline.generated_summary(extractor, generate_fn, jax.random.key(1), num_samples,
                                             num_classes=config.model.num_classes)
   reference = ml_collections.ConfigDict(config.data.to_dict())
