@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
 
@@ -62,3 +63,18 @@ def test_cli_bad_extractor_is_one_line_and_exit_2(run_dir):
                          "--features=vgg"], capture_output=True, text=True, timeout=120)
   assert proc.returncode == 2
   assert proc.stderr.strip().splitlines()[-1] == "error: --features='vgg': choose one of digits, inception"
+
+
+def test_generate_fn_truncation_scales_the_latents(run_dir):
+  """psi scales z ~ N(0, I): psi=1 is the trainer's own sampling, psi=0 every image from z = 0."""
+  workdir, config = run_dir
+  from aigc_jax import sample, trainers
+  _, state, _ = sample.load_run(workdir)
+  key = jax.random.key(3)
+  plain = evaluate.make_generate_fn(config, state, 8)(key, 8)
+  # The same latents as the trainer draws (up to the jitted program's float rounding).
+  np.testing.assert_allclose(plain, np.asarray(trainers.get_trainer(config).generate(config, state, key, 8)),
+                             rtol=1e-5, atol=1e-5)
+  zero = evaluate.make_generate_fn(config, state, 8, psi=0.0)(key, 8)
+  np.testing.assert_array_equal(zero, np.broadcast_to(zero[:1], zero.shape))
+  assert not np.array_equal(plain, np.broadcast_to(plain[:1], plain.shape))
