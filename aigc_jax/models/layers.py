@@ -9,8 +9,10 @@ instead: output pixel (2r+a, 2c+b) only ever sees input rows {r-1+a, r+a} and
 columns {c-1+b, c+b}, through kernel taps {a, a+2} x {b, b+2}. So four stride-1
 2x2 convolutions (one per phase (a, b)) interleaved by depth-to-space give the
 same result with exactly the transposed convolution's multiply-adds. With at
-most 4 output channels (a to-pixels layer) the four phases run as one 3x3
-convolution with 4x the output channels instead, which XLA:CPU runs faster.
+most 4 output channels (a to-pixels layer) the forward is XLA's own, faster
+there. Both gradients are those of the adjoint stride-2 convolution (the
+transposed convolution's input gradient is that convolution, and its kernel
+gradient that convolution's kernel gradient), one XLA conv each.
 
 `ConvDown2x` has the parameters and computes the function of
 `flax.linen.Conv(features, (4, 4), strides=(2, 2), padding=((1, 1), (1, 1)))`
@@ -47,30 +49,20 @@ import jax.numpy as jnp
 Initializer = Callable[..., jax.Array]
 
 
-# Up to this many output channels (the to-pixels layers) all four phases run as one 3x3 conv
-# with 4x the channels: 9/4 of the multiply-adds, but XLA:CPU runs convs with 1-3 output
-# channels so poorly that this one is ~2x faster, forward and gradients (benchmarks/RESULTS.md).
-_MAX_CHANNELS_FOR_ONE_CONV = 4
+# Up to this many output channels (the to-pixels layers) XLA's own transposed conv (an
+# input-dilated conv) runs the forward 2-5x faster than the four phase convs; from 8 channels
+# up it is slower (benchmarks/RESULTS.md, "Train step"). Only the forward: the gradients are
+# always the adjoint conv's (`_conv_transpose_2x_bwd`).
+_MAX_CHANNELS_FOR_DILATED_FORWARD = 4
 
 
-def conv_transpose_2x(x: jax.Array, kernel: jax.Array) -> jax.Array:
-  """Returns `lax.conv_transpose(x, kernel, (2, 2), "SAME")` for a 4x4 HWIO kernel, via 2x2 convs."""
+def _conv_transpose_2x_forward(x: jax.Array, kernel: jax.Array) -> jax.Array:
   n, h, w, _ = x.shape
-  kh, kw, _, cout = kernel.shape
-  if (kh, kw) != (4, 4):
-    raise ValueError(f"conv_transpose_2x needs a 4x4 kernel, got {kh}x{kw}")
+  cout = kernel.shape[3]
+  if cout <= _MAX_CHANNELS_FOR_DILATED_FORWARD:
+    return jax.lax.conv_transpose(x, kernel, (2, 2), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
   # Phase (a, b) correlates input rows r-1+a, r+a (cols likewise) with taps
   # kernel[a::2, b::2]; its padding keeps the output aligned with the input.
-  if cout <= _MAX_CHANNELS_FOR_ONE_CONV:
-    # In a 3x3 window around (r, c), phase (a, b)'s taps sit at rows a, a+1 and columns b, b+1.
-    taps = [jnp.pad(kernel[a::2, b::2], ((a, 1 - a), (b, 1 - b), (0, 0), (0, 0)))
-            for a in (0, 1) for b in (0, 1)]
-    out = jax.lax.conv_general_dilated(x, jnp.concatenate(taps, axis=3), window_strides=(1, 1),
-                                       padding=((1, 1), (1, 1)), dimension_numbers=("NHWC", "HWIO", "NHWC"))
-    out = out.reshape(n, h, w, 2, 2, cout).transpose(0, 1, 3, 2, 4, 5)  # [n, h, 2 (a), w, 2 (b), cout]
-    return out.reshape(n, 2 * h, 2 * w, cout)
-  # Four separate convs rather than one with 4x the channels followed by
-  # offset slices: XLA:CPU's kernel gradient of the latter is ~50x slower.
   rows = []
   for a in (0, 1):
     phases = [
@@ -83,16 +75,52 @@ def conv_transpose_2x(x: jax.Array, kernel: jax.Array) -> jax.Array:
   return out.reshape(n, 2 * h, 2 * w, cout)
 
 
-_DOWN_DIMENSIONS = ("NHWC", "HWIO", "NHWC")
+def _strided_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
+  return jax.lax.conv_general_dilated(x, kernel, (2, 2), ((1, 1), (1, 1)),
+                                      dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+def _adjoint_kernel(kernel: jax.Array) -> jax.Array:
+  """The kernel whose stride-2 conv is the adjoint (in x) of the transposed conv by `kernel`, and vice versa."""
+  return jnp.swapaxes(kernel[::-1, ::-1], 2, 3)
+
+
+@jax.custom_vjp
+def _conv_transpose_2x(x: jax.Array, kernel: jax.Array) -> jax.Array:
+  return _conv_transpose_2x_forward(x, kernel)
+
+
+def _conv_transpose_2x_fwd(x, kernel):
+  return _conv_transpose_2x_forward(x, kernel), (x, kernel)
+
+
+def _conv_transpose_2x_bwd(residuals, g):
+  x, kernel = residuals
+  # <conv_transpose(x, K), g> = <x, strided_conv(g, K')> with K' = _adjoint_kernel(K): both
+  # gradients are those of one stride-2 conv of g, which XLA runs faster than the four phase
+  # convs' gradients (and without slicing g into phases).
+  adjoint = _adjoint_kernel(kernel)
+  dx = _strided_conv(g, adjoint)
+  _, adjoint_vjp = jax.vjp(lambda k: _strided_conv(g, k), adjoint)
+  return dx, _adjoint_kernel(adjoint_vjp(x)[0])
+
+
+_conv_transpose_2x.defvjp(_conv_transpose_2x_fwd, _conv_transpose_2x_bwd)
+
+
+def conv_transpose_2x(x: jax.Array, kernel: jax.Array) -> jax.Array:
+  """Returns `lax.conv_transpose(x, kernel, (2, 2), "SAME")` for a 4x4 HWIO kernel, via 2x2 convs.
+
+  Its gradients are those of the adjoint stride-2 convolution (see `_conv_transpose_2x_bwd`)."""
+  if kernel.shape[:2] != (4, 4):
+    raise ValueError(f"conv_transpose_2x needs a 4x4 kernel, got {kernel.shape[0]}x{kernel.shape[1]}")
+  return _conv_transpose_2x(x, kernel)
+
+
 # Below this many input channels the phase decomposition's four convs have too
 # few output channels to beat XLA's own input gradient (measured in
 # benchmarks/RESULTS.md, "Train step").
 _MIN_CHANNELS_FOR_PHASE_GRADIENT = 16
-
-
-def _strided_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
-  return jax.lax.conv_general_dilated(x, kernel, (2, 2), ((1, 1), (1, 1)),
-                                      dimension_numbers=_DOWN_DIMENSIONS)
 
 
 @jax.custom_vjp
@@ -108,7 +136,7 @@ def _conv_down_2x_bwd(residuals, g):
   x, kernel = residuals
   # d<conv(x, K), g>/dx correlates the 2x-dilated g with K flipped in space and
   # with in/out swapped: the transposed convolution conv_transpose_2x computes.
-  dx = conv_transpose_2x(g, jnp.swapaxes(kernel[::-1, ::-1], 2, 3))
+  dx = conv_transpose_2x(g, _adjoint_kernel(kernel))
   _, kernel_vjp = jax.vjp(lambda k: _strided_conv(x, k), kernel)
   return dx, kernel_vjp(g)[0]
 

@@ -10,7 +10,7 @@ import pytest
 from aigc_jax.models import layers
 
 # (batch, height, width, in channels, out channels); out channels <= 4 take conv_transpose_2x's
-# one-conv path, 5 its four phase convs.
+# input-dilated forward, 5 its four phase convs; both share the adjoint conv's gradients.
 SHAPES = [
     (2, 1, 1, 3, 2),
     (1, 5, 4, 3, 5),
@@ -176,12 +176,19 @@ def _input_gradient_penalty_grad(apply, params, x):
   return jax.grad(penalty)(params)
 
 
-def test_conv_down_2x_second_order_gradients_match_flax():
-  cout = DOWN_SHAPES[1][-1]
-  x, params, _ = _input_and_4x4_params(DOWN_SHAPES[1], seed=11)
-  reference = nn.Conv(cout, (4, 4), strides=(2, 2), padding=((1, 1), (1, 1)))
-  got = _input_gradient_penalty_grad(layers.ConvDown2x(cout).apply, params, x)
-  want = _input_gradient_penalty_grad(reference.apply, params, x)
+@pytest.mark.parametrize("ours, reference, shape", [
+    (layers.ConvDown2x, lambda c: nn.Conv(c, (4, 4), strides=(2, 2), padding=((1, 1), (1, 1))),
+     DOWN_SHAPES[1]),
+    (layers.ConvTranspose2x, lambda c: nn.ConvTranspose(c, (4, 4), strides=(2, 2), padding="SAME"),
+     SHAPES[1]),
+    (layers.ConvTranspose2x, lambda c: nn.ConvTranspose(c, (4, 4), strides=(2, 2), padding="SAME"),
+     SHAPES[2]),
+], ids=["down", "transpose_phases", "transpose_dilated"])
+def test_second_order_gradients_match_flax(ours, reference, shape):
+  cout = shape[-1]
+  x, params, _ = _input_and_4x4_params(shape, seed=11)
+  got = _input_gradient_penalty_grad(ours(cout).apply, params, x)
+  want = _input_gradient_penalty_grad(reference(cout).apply, params, x)
   for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
     _close(a, b)
 
