@@ -21,15 +21,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from aigc_jax import parallel
 from aigc_jax.models import layers
 
 SIZE, CIN, COUT = 16, 256, 128
 
 
 def _jax_fns(module: nn.Module, params, x, cotangent):
-  forward = jax.jit(module.apply)
+  # Compiled as the project's train steps are (on a CPU: XLA's Eigen convolutions).
+  options = parallel.compiler_options(jax.default_backend())
+  forward = jax.jit(module.apply, compiler_options=options)
 
-  @jax.jit
+  @jax.jit(compiler_options=options)
   def forward_backward(params, x):
     y, vjp = jax.vjp(module.apply, params, x)
     return y, vjp(cotangent)
