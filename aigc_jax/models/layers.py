@@ -40,6 +40,7 @@ weight `w[out, in, kh, kw]` maps to `w.permute(2, 3, 1, 0)` (no flip).
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable
 
 import flax.linen as nn
@@ -85,63 +86,49 @@ def _adjoint_kernel(kernel: jax.Array) -> jax.Array:
   return jnp.swapaxes(kernel[::-1, ::-1], 2, 3)
 
 
-@jax.custom_vjp
-def _conv_transpose_2x(x: jax.Array, kernel: jax.Array) -> jax.Array:
-  return _conv_transpose_2x_forward(x, kernel)
+def _kernel_gradient(x: jax.Array, g: jax.Array, kernel: jax.Array) -> jax.Array:
+  """d<_strided_conv(x, K), g>/dK at `kernel` (the value only fixes the shape: the conv is linear in K)."""
+  return jax.vjp(lambda k: _strided_conv(x, k), kernel)[1](g)[0]
 
 
-def _conv_transpose_2x_fwd(x, kernel):
-  return _conv_transpose_2x_forward(x, kernel), (x, kernel)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _conv_2x(x: jax.Array, kernel: jax.Array, transposed: bool) -> jax.Array:
+  return _conv_transpose_2x_forward(x, kernel) if transposed else _strided_conv(x, kernel)
 
 
-def _conv_transpose_2x_bwd(residuals, g):
+def _conv_2x_fwd(x, kernel, transposed):
+  return _conv_2x(x, kernel, transposed), (x, kernel)
+
+
+def _conv_2x_bwd(transposed, residuals, g):
   x, kernel = residuals
-  # <conv_transpose(x, K), g> = <x, strided_conv(g, K')> with K' = _adjoint_kernel(K): both
-  # gradients are those of one stride-2 conv of g, which XLA runs faster than the four phase
-  # convs' gradients (and without slicing g into phases).
+  # The stride-2 conv by K and the transposed conv by K' = _adjoint_kernel(K) are adjoints in x:
+  # <strided(x, K), g> = <x, transposed(g, K')>. So each one's input gradient is the other one
+  # applied to g, and both kernel gradients are XLA's for one stride-2 conv (for the transposed
+  # conv: of g, by K', against x), never the slower gradients of the four phase convs or of
+  # XLA's input-dilated conv.
   adjoint = _adjoint_kernel(kernel)
-  dx = _strided_conv(g, adjoint)
-  _, adjoint_vjp = jax.vjp(lambda k: _strided_conv(g, k), adjoint)
-  return dx, _adjoint_kernel(adjoint_vjp(x)[0])
+  if transposed:
+    return conv_down_2x(g, adjoint), _adjoint_kernel(_kernel_gradient(g, x, adjoint))
+  return conv_transpose_2x(g, adjoint), _kernel_gradient(x, g, kernel)
 
 
-_conv_transpose_2x.defvjp(_conv_transpose_2x_fwd, _conv_transpose_2x_bwd)
+_conv_2x.defvjp(_conv_2x_fwd, _conv_2x_bwd)
 
 
 def conv_transpose_2x(x: jax.Array, kernel: jax.Array) -> jax.Array:
   """Returns `lax.conv_transpose(x, kernel, (2, 2), "SAME")` for a 4x4 HWIO kernel, via 2x2 convs.
 
-  Its gradients are those of the adjoint stride-2 convolution (see `_conv_transpose_2x_bwd`)."""
+  Its gradients are those of the adjoint stride-2 convolution (see `_conv_2x_bwd`)."""
   if kernel.shape[:2] != (4, 4):
     raise ValueError(f"conv_transpose_2x needs a 4x4 kernel, got {kernel.shape[0]}x{kernel.shape[1]}")
-  return _conv_transpose_2x(x, kernel)
+  return _conv_2x(x, kernel, True)
 
 
 # Below this many input channels the phase decomposition's four convs have too
 # few output channels to beat XLA's own input gradient (measured in
 # benchmarks/RESULTS.md, "Train step").
 _MIN_CHANNELS_FOR_PHASE_GRADIENT = 16
-
-
-@jax.custom_vjp
-def _conv_down_2x(x: jax.Array, kernel: jax.Array) -> jax.Array:
-  return _strided_conv(x, kernel)
-
-
-def _conv_down_2x_fwd(x, kernel):
-  return _strided_conv(x, kernel), (x, kernel)
-
-
-def _conv_down_2x_bwd(residuals, g):
-  x, kernel = residuals
-  # d<conv(x, K), g>/dx correlates the 2x-dilated g with K flipped in space and
-  # with in/out swapped: the transposed convolution conv_transpose_2x computes.
-  dx = conv_transpose_2x(g, _adjoint_kernel(kernel))
-  _, kernel_vjp = jax.vjp(lambda k: _strided_conv(x, k), kernel)
-  return dx, kernel_vjp(g)[0]
-
-
-_conv_down_2x.defvjp(_conv_down_2x_fwd, _conv_down_2x_bwd)
 
 
 def conv_down_2x(x: jax.Array, kernel: jax.Array) -> jax.Array:
@@ -153,7 +140,7 @@ def conv_down_2x(x: jax.Array, kernel: jax.Array) -> jax.Array:
     raise ValueError(f"conv_down_2x needs even height and width, got {h}x{w}")
   if cin < _MIN_CHANNELS_FOR_PHASE_GRADIENT:
     return _strided_conv(x, kernel)
-  return _conv_down_2x(x, kernel)
+  return _conv_2x(x, kernel, False)
 
 
 def channel_sums(rows: jax.Array) -> jax.Array:
