@@ -4,9 +4,10 @@
         --variants=dcgan,hinge_sn,cgan --root=/tmp/quality [--write_results]
 
 Each variant is a config from configs/ plus overrides, trained on the MNIST test
-split (or its first 2,000 images for the `*_2k` data-efficiency variants) with
-`aigc_jax.train.train_and_evaluate` into ROOT/NAME; a finished run is only
-re-scored, so the script can be re-run to add variants. Samples are scored
+split (or its first 2,000 images for the `2k*` and `*_2k` data-efficiency variants)
+with `aigc_jax.train.train_and_evaluate` into ROOT/NAME (ROOT/NAME_seedS for each
+other `--seeds` value S); a finished run is only re-scored, so the script can be
+re-run to add variants or seeds. Samples are scored
 against the full MNIST test split with the shipped LeNet digit classifier
 (`--features=digits`), at each `--truncations` psi: Frechet classifier distance (FCD: FID on its features),
 precision/recall (k=3), density/coverage (k=5), the fraction of samples it
@@ -71,6 +72,8 @@ VARIANTS = {
     "b128_lr1e4": ("dcgan_mnist", {**W64_B128, "train.learning_rate": 1e-4, "gan.d_learning_rate": 1e-4}),
     "b256": ("dcgan_mnist", {**W64_B128, "train.batch_size": 256}),
     "w128": ("dcgan_mnist", {**W64_B128, "model.width": 128}),
+    # Today's config (width 128) with the D that gave the highest precision on 2,000 images.
+    "w128_r1": ("dcgan_mnist", {"model.d_norm": "none", "gan.r1_gamma": 1.0}),
 }
 # Data efficiency: the first 2,000 images, width 64, batch 128, with each D normalisation
 # (batch norm; spectral norm; none, with R1) and each augmentation.
@@ -78,6 +81,8 @@ for _d, _o in (("", {}), ("_sn", {"model.d_norm": "spectral"}),
                ("_r1", {"model.d_norm": "none", "gan.r1_gamma": 1.0})):
   for _a, _aug in (("", "none"), ("_diffaug", "diffaugment"), ("_ada", "ada")):
     VARIANTS[f"2k{_d}{_a}"] = ("dcgan_mnist", {**W64_B128, "data.split": SUBSET, **_o, "gan.augment": _aug})
+    # The same at today's width 128.
+    VARIANTS[f"2k_w128{_d}{_a}"] = ("dcgan_mnist", {"data.split": SUBSET, **_o, "gan.augment": _aug})
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("mnist_dir", os.path.join(ROOT, "..", "shared", "data", "mnist"), "Folder of MNIST IDX files.")
@@ -86,6 +91,8 @@ flags.DEFINE_list("variants", ["dcgan", "hinge_sn", "cgan", "dcgan_2k", "dcgan_2
 flags.DEFINE_list("steps", ["3000"], "Training budgets per variant (batch size from the config); each "
                   "later budget resumes the run and is scored again.")
 flags.DEFINE_integer("num_samples", 10_000, "Generated images scored per variant.")
+flags.DEFINE_list("seeds", ["0"], "config.seed values to train each variant with (init, latents, "
+                  "batch order); seed 0's run is kept as NAME, seed s's as NAME_seedS.")
 flags.DEFINE_list("truncations", ["1.0"], "Truncation psi values to score each variant at (1.0: none).")
 flags.DEFINE_string("root", "/tmp/aigc_quality", "Where the runs are kept.")
 flags.DEFINE_bool("write_results", False, "Replace the Model quality section of benchmarks/RESULTS.md.")
@@ -185,12 +192,15 @@ def train_in_memory(config: ml_collections.ConfigDict, workdir: str, images: np.
   return state
 
 
-def run_variant(name: str) -> list[dict]:
-  """Trains (or resumes) variant `name` to each budget and scores it at each truncation; returns table rows."""
-  workdir = os.path.join(FLAGS.root, name)
+def run_variant(name: str, seed: int) -> list[dict]:
+  """Trains (or resumes) variant `name` with `seed` to each budget and scores it at each truncation;
+  returns table rows."""
+  run = name if seed == 0 else f"{name}_seed{seed}"
+  workdir = os.path.join(FLAGS.root, run)
   rows, total = [], 0.0
   for steps in map(int, FLAGS.steps):
     config = variant_config(name, FLAGS.mnist_dir, steps)
+    config.seed = seed
     config.train.steps_per_dispatch = FLAGS.steps_per_dispatch
     timing = os.path.join(workdir, f"train_seconds_{steps}.txt")
     start = time.perf_counter()
@@ -205,7 +215,7 @@ def run_variant(name: str) -> list[dict]:
     with open(timing) as f:
       total += float(f.read())
     for psi in map(float, FLAGS.truncations):
-      label = name if psi == 1.0 else f"{name}, psi={psi:g}"
+      label = run if psi == 1.0 else f"{run}, psi={psi:g}"
       rows.append({"name": label, "steps": steps, "train_s": total,
                    **score(config, state, FLAGS.num_samples, FLAGS.root, psi)})
       print(rows[-1], flush=True)
@@ -246,11 +256,15 @@ def main(argv) -> None:
   unknown = [v for v in FLAGS.variants if v not in VARIANTS]
   if unknown:
     raise app.UsageError(f"unknown variants {unknown}; choose from {', '.join(VARIANTS)}")
-  rows = [row for name in FLAGS.variants for row in run_variant(name)]
+  try:
+    seeds = [int(s) for s in FLAGS.seeds]
+  except ValueError as e:
+    raise app.UsageError(f"--seeds must be integers, got {FLAGS.seeds}") from e
+  rows = [row for name in FLAGS.variants for seed in seeds for row in run_variant(name, seed)]
   text = (f"`python benchmarks/quality.py --steps={','.join(FLAGS.steps)} --num_samples={FLAGS.num_samples} "
-          f"--variants={','.join(FLAGS.variants)}`: {platform.processor() or platform.machine()}, "
+          f"--variants={','.join(FLAGS.variants)} --seeds={','.join(FLAGS.seeds)}`: {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} CPU cores (shared), jax {jax.__version__}. Trained on the MNIST test split "
-          f"(`*_2k`: its first 2,000 images), scored against all 10,000 with the LeNet digit features.\n\n"
+          f"(`2k*` and `*_2k` variants: its first 2,000 images), scored against all 10,000 with the LeNet digit features.\n\n"
           + table(rows))
   print(text)
   if FLAGS.write_results:
