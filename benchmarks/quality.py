@@ -34,7 +34,7 @@ from absl import app, flags
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from aigc_jax import checkpoints, config as config_lib, evaluate, mnist_format, parallel, trainers  # noqa: E402
+from aigc_jax import checkpoints, config as config_lib, evaluate, images as images_lib, mnist_format, parallel, trainers  # noqa: E402
 from aigc_jax.evaluation import features, pipeline  # noqa: E402
 
 SUBSET = "test[:2000]"
@@ -98,7 +98,8 @@ flags.DEFINE_string("root", "/tmp/aigc_quality", "Where the runs are kept.")
 flags.DEFINE_bool("write_results", False, "Replace the Model quality section of benchmarks/RESULTS.md.")
 flags.DEFINE_integer("steps_per_dispatch", 1, "Train steps per jitted call (speed only; same results).")
 flags.DEFINE_bool("in_memory", False, "Train from the IDX files held in memory instead of the TFDS "
-                  "pipeline (for machines without TensorFlow); same steps, another batch order.")
+                  "pipeline, and score against them (for machines without TensorFlow); same steps, another "
+                  "batch order.")
 
 
 def variant_config(name: str, mnist_dir: str, steps: int) -> ml_collections.ConfigDict:
@@ -133,15 +134,21 @@ def class_scores(logits: np.ndarray, requested: np.ndarray | None, num_classes: 
 
 
 def score(config: ml_collections.ConfigDict, state, num_samples: int, cache_dir: str,
-          psi: float = 1.0) -> dict[str, float]:
-  """All quality numbers of a trained generator (latents truncated by `psi`) against the MNIST test split."""
+          psi: float = 1.0, test_images: np.ndarray | None = None) -> dict[str, float]:
+  """All quality numbers of a trained generator (latents truncated by `psi`) against the MNIST test split.
+
+  The split's statistics come from `test_images` when given (no TensorFlow needed), else from the
+  TFDS pipeline, cached in `cache_dir`."""
   extractor = features.get_extractor("digits")
   generate_fn = evaluate.make_generate_fn(config, state, 500, psi)
   fake, labels = pipeline.generated_summary(extractor, generate_fn, jax.random.key(1), num_samples,
                                             num_classes=config.model.num_classes)
-  reference = ml_collections.ConfigDict(config.data.to_dict())
-  reference.split = "test"
-  real = pipeline.reference_summary(extractor, reference, num_samples, cache_dir)
+  if test_images is not None:
+    real = pipeline.summarize(extractor, [test_images[:num_samples]]).with_sqrt_cov()
+  else:
+    reference = ml_collections.ConfigDict(config.data.to_dict())
+    reference.split = "test"
+    real = pipeline.reference_summary(extractor, reference, num_samples, cache_dir)
   result = pipeline.compute_metrics(fake, real, labels)
   result.update(class_scores(fake.logits, labels))
   return result
@@ -157,7 +164,7 @@ def read_mnist(mnist_dir: str, split: str) -> tuple[np.ndarray, np.ndarray]:
     raise app.UsageError(f"{mnist_dir!r} has no {m[1]} split")
   pixels, labels = mnist_format.read_split(*splits[m[1]])
   count = None if m[2] is None else int(m[2])
-  return pixels[:count].astype(np.float32) / 127.5 - 1.0, labels[:count].astype(np.int32)
+  return images_lib.to_float(pixels[:count]), labels[:count].astype(np.int32)
 
 
 def memory_batch(images: np.ndarray, labels: np.ndarray, batch_size: int, seed: int, step: int) -> dict:
@@ -198,6 +205,7 @@ def run_variant(name: str, seed: int) -> list[dict]:
   run = name if seed == 0 else f"{name}_seed{seed}"
   workdir = os.path.join(FLAGS.root, run)
   rows, total = [], 0.0
+  test_images = read_mnist(FLAGS.mnist_dir, "test")[0] if FLAGS.in_memory else None
   for steps in map(int, FLAGS.steps):
     config = variant_config(name, FLAGS.mnist_dir, steps)
     config.seed = seed
@@ -217,7 +225,7 @@ def run_variant(name: str, seed: int) -> list[dict]:
     for psi in map(float, FLAGS.truncations):
       label = run if psi == 1.0 else f"{run}, psi={psi:g}"
       rows.append({"name": label, "steps": steps, "train_s": total,
-                   **score(config, state, FLAGS.num_samples, FLAGS.root, psi)})
+                   **score(config, state, FLAGS.num_samples, FLAGS.root, psi, test_images)})
       print(rows[-1], flush=True)
   return rows
 
