@@ -17,9 +17,11 @@ gradient that convolution's kernel gradient), one XLA conv each.
 `ConvDown2x` has the parameters and computes the function of
 `flax.linen.Conv(features, (4, 4), strides=(2, 2), padding=((1, 1), (1, 1)))`
 (= PyTorch `Conv2d(in, out, 4, stride=2, padding=1)`, halving H and W). Its
-forward and kernel gradient are XLA's, but the input gradient, which is a
-stride-2 transposed convolution of the output gradient and which XLA computes
-as a slow input-dilated convolution, goes through `conv_transpose_2x`.
+forward is XLA's, but the input gradient, which is a stride-2 transposed
+convolution of the output gradient and which XLA computes as a slow
+input-dilated convolution, goes through `conv_transpose_2x`. All kernel
+gradients are written in the form XLA:CPU runs fast even inside a `lax.scan`
+or `lax.cond`, where XLA's own form runs ~100x slower.
 
 `ConvTransposeFromVector` is `flax.linen.ConvTranspose(features, (k, k),
 padding="VALID")` applied to a 1x1 map (a latent vector): a single matmul.
@@ -53,7 +55,7 @@ Initializer = Callable[..., jax.Array]
 # Up to this many output channels (the to-pixels layers) XLA's own transposed conv (an
 # input-dilated conv) runs the forward 2-5x faster than the four phase convs; from 8 channels
 # up it is slower (benchmarks/RESULTS.md, "Train step"). Only the forward: the gradients are
-# always the adjoint conv's (`_conv_transpose_2x_bwd`).
+# always the adjoint conv's (`_conv_2x_bwd`).
 _MAX_CHANNELS_FOR_DILATED_FORWARD = 4
 
 
@@ -86,9 +88,19 @@ def _adjoint_kernel(kernel: jax.Array) -> jax.Array:
   return jnp.swapaxes(kernel[::-1, ::-1], 2, 3)
 
 
-def _kernel_gradient(x: jax.Array, g: jax.Array, kernel: jax.Array) -> jax.Array:
-  """d<_strided_conv(x, K), g>/dK at `kernel` (the value only fixes the shape: the conv is linear in K)."""
-  return jax.vjp(lambda k: _strided_conv(x, k), kernel)[1](g)[0]
+def _kernel_gradient(x: jax.Array, g: jax.Array) -> jax.Array:
+  """d<_strided_conv(x, K), g>/dK for even-sized x: [4, 4, C_in, C_out].
+
+  Written as the convolution XLA:CPU hands to Eigen (C_in as the batch, N as the features, g as a
+  2x-dilated HWIO kernel). Outside loops XLA rewrites its own autodiff form of this gradient into
+  exactly this; inside a lax.scan or cond (k steps per dispatch, lazy R1) it does not, and the
+  un-rewritten form runs 100x slower (jax-ml/jax#12868; benchmarks/RESULTS.md, "Train step").
+  """
+  lhs = jnp.transpose(x, (3, 1, 2, 0))  # [C_in, H, W, N]
+  rhs = jnp.transpose(g, (1, 2, 0, 3))  # [H/2, W/2, N, C_out]
+  dk = jax.lax.conv_general_dilated(lhs, rhs, (1, 1), ((1, 1), (1, 1)), rhs_dilation=(2, 2),
+                                    dimension_numbers=("NHWC", "HWIO", "NHWC"))  # [C_in, 4, 4, C_out]
+  return jnp.transpose(dk, (1, 2, 0, 3))
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
@@ -104,13 +116,14 @@ def _conv_2x_bwd(transposed, residuals, g):
   x, kernel = residuals
   # The stride-2 conv by K and the transposed conv by K' = _adjoint_kernel(K) are adjoints in x:
   # <strided(x, K), g> = <x, transposed(g, K')>. So each one's input gradient is the other one
-  # applied to g, and both kernel gradients are XLA's for one stride-2 conv (for the transposed
-  # conv: of g, by K', against x), never the slower gradients of the four phase convs or of
-  # XLA's input-dilated conv.
+  # applied to g, and both kernel gradients are one stride-2 conv's (for the transposed conv: of
+  # g, by K', against x), never the slower gradients of the four phase convs or of XLA's
+  # input-dilated conv. Every conv here, and so in a second-order gradient (R1) through it, is
+  # one of these custom-VJP layers or `_kernel_gradient`: all in the form XLA:CPU runs fast.
   adjoint = _adjoint_kernel(kernel)
   if transposed:
-    return conv_down_2x(g, adjoint), _adjoint_kernel(_kernel_gradient(g, x, adjoint))
-  return conv_transpose_2x(g, adjoint), _kernel_gradient(x, g, kernel)
+    return conv_down_2x(g, adjoint), _adjoint_kernel(_kernel_gradient(g, x))
+  return conv_transpose_2x(g, adjoint), _kernel_gradient(x, g)
 
 
 _conv_2x.defvjp(_conv_2x_fwd, _conv_2x_bwd)
@@ -125,21 +138,13 @@ def conv_transpose_2x(x: jax.Array, kernel: jax.Array) -> jax.Array:
   return _conv_2x(x, kernel, True)
 
 
-# Below this many input channels the phase decomposition's four convs have too
-# few output channels to beat XLA's own input gradient (measured in
-# benchmarks/RESULTS.md, "Train step").
-_MIN_CHANNELS_FOR_PHASE_GRADIENT = 16
-
-
 def conv_down_2x(x: jax.Array, kernel: jax.Array) -> jax.Array:
-  """Returns the 4x4 stride-2 padding-1 conv of even-sized NHWC `x` (its input gradient phase-decomposed)."""
-  _, h, w, cin = x.shape
+  """Returns the 4x4 stride-2 padding-1 conv of even-sized NHWC `x` (gradients: see `_conv_2x_bwd`)."""
+  _, h, w, _ = x.shape
   if kernel.shape[:2] != (4, 4):
     raise ValueError(f"conv_down_2x needs a 4x4 kernel, got {kernel.shape[0]}x{kernel.shape[1]}")
   if h % 2 or w % 2:
     raise ValueError(f"conv_down_2x needs even height and width, got {h}x{w}")
-  if cin < _MIN_CHANNELS_FOR_PHASE_GRADIENT:
-    return _strided_conv(x, kernel)
   return _conv_2x(x, kernel, False)
 
 

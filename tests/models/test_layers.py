@@ -1,6 +1,8 @@
 """ConvTranspose2x, ConvDown2x, ConvTransposeFromVector and ConvToVector against flax/lax convs,
 numpy and PyTorch."""
 
+import re
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -147,8 +149,8 @@ def test_conv_transpose_from_vector_matches_flax_valid_conv_transpose(kernel_siz
     _close(a, b)
 
 
-# (batch, height, width, in channels, out channels): below 16 input channels ConvDown2x uses XLA's
-# own input gradient, from 16 on the phase-decomposed one; both must match.
+# (batch, height, width, in channels, out channels): with <= 4 input channels ConvDown2x's input
+# gradient is XLA's input-dilated conv, from 5 on the phase-decomposed one; both must match.
 DOWN_SHAPES = [(2, 4, 6, 3, 5), (3, 6, 4, 16, 2), (1, 2, 2, 20, 7)]
 
 
@@ -248,3 +250,30 @@ def test_channel_sums_match_numpy_in_float64():
   sums = layers.channel_sums(jnp.asarray(rows, jnp.bfloat16))
   assert sums.dtype == jnp.bfloat16
   _close(sums, rows.astype(np.float64).sum(axis=0), tol=1e-2)
+
+
+def test_gradients_inside_a_loop_keep_the_conv_form_xla_cpu_runs_fast():
+  # Inside a lax.scan or cond (k steps per dispatch, lazy R1) XLA:CPU leaves its own autodiff
+  # convs in a layout it runs ~100x slower (jax-ml/jax#12868). A GAN step's convs must already be
+  # in the canonical NHWC/HWIO form: G's and D's gradients, and R1's second order through D.
+  rng = np.random.default_rng(0)
+  z, real = _normal(rng, 2, 2, 2, 8), _normal(rng, 2, 8, 8, 3)
+  params = {"g": (_normal(rng, 4, 4, 8, 16), _normal(rng, 4, 4, 16, 3)),
+            "d": (_normal(rng, 4, 4, 3, 16), _normal(rng, 4, 4, 16, 8))}
+
+  def generator(kernels, z):
+    return layers.conv_transpose_2x(jnp.tanh(layers.conv_transpose_2x(z, kernels[0])), kernels[1])
+
+  def discriminator(kernels, x):
+    return jnp.sum(jnp.sin(layers.conv_down_2x(jnp.tanh(layers.conv_down_2x(x, kernels[0])), kernels[1])))
+
+  def loss(params):
+    r1 = jnp.sum(jax.grad(lambda x: discriminator(params["d"], x))(real) ** 2)
+    return discriminator(params["d"], generator(params["g"], z)) + r1
+
+  def step(params, _):
+    return jax.tree.map(lambda p, g: p - 1e-3 * g, params, jax.grad(loss)(params)), None
+
+  compiled = jax.jit(lambda p: jax.lax.scan(step, p, None, length=2)[0]).lower(params).compile()
+  forms = re.findall(r"dim_labels=([^,\s]+)", compiled.as_text())
+  assert forms and set(forms) == {"b01f_01io->b01f"}, forms
