@@ -124,12 +124,12 @@ class Discriminator(nn.Module):
     start, num_stages = stages(self.image_size)
     x = images
     for i in range(num_stages):
-      x = self._conv(self.width * 2 ** i, 4, 2, ((1, 1), (1, 1)), x, train, f"Conv_{i}")
+      x = self._conv(self.width * 2 ** i, 4, 2, x, train, f"Conv_{i}")
       if i > 0 and self.norm == "batch":
         x = _batch_norm(train, self.dtype)(x)
       x = nn.leaky_relu(x, 0.2)
     last = minibatch_stddev(x, self.minibatch_std) if self.minibatch_std else x
-    logits = self._conv(1, start, 1, "VALID", last, train, f"Conv_{num_stages}")
+    logits = self._conv(1, start, 1, last, train, f"Conv_{num_stages}")
     logits = logits.reshape(-1).astype(jnp.float32)
     if self.num_classes:
       features = x.astype(jnp.float32).sum(axis=(1, 2))
@@ -137,11 +137,13 @@ class Discriminator(nn.Module):
       logits = logits + jnp.sum(embed * features, axis=-1)
     return logits
 
-  def _conv(self, features: int, size: int, stride: int, padding, x: jax.Array, train: bool,
-            name: str) -> jax.Array:
+  def _conv(self, features: int, size: int, stride: int, x: jax.Array, train: bool,
+             name: str) -> jax.Array:
+    # A 4x4 stride-2 padding-1 conv, or (stride 1) a VALID conv of the whole size x size map.
     if self.norm == "spectral":
-      return SpectralConv(features, (size, size), (stride, stride), padding, dtype=self.dtype,
-                          kernel_init=_WEIGHT_INIT, name=name)(x, train=train)
+      op = layers.conv_down_2x if stride == 2 else layers.conv_to_vector
+      return SpectralConv(features, (size, size), op, dtype=self.dtype, kernel_init=_WEIGHT_INIT,
+                          name=name)(x, train=train)
     # Same parameters as nn.Conv (checkpoints agree), faster gradients on XLA:CPU; see layers.py.
     use_bias = self.norm == "none"
     if stride == 2:

@@ -148,6 +148,14 @@ def conv_down_2x(x: jax.Array, kernel: jax.Array) -> jax.Array:
   return _conv_2x(x, kernel, False)
 
 
+def conv_to_vector(x: jax.Array, kernel: jax.Array) -> jax.Array:
+  """The VALID conv of [N, k, k, C] maps by a [k, k, C, F] kernel, squeezed to [N, F]: one matmul."""
+  k = kernel.shape[0]
+  if x.shape[1:3] != kernel.shape[:2]:
+    raise ValueError(f"ConvToVector({k}) needs {k}x{k} maps, got {x.shape}")
+  return jnp.einsum("nhwc,hwco->no", x, kernel)
+
+
 def channel_sums(rows: jax.Array) -> jax.Array:
   """Sums [M, C] over M as a product with a vector of ones.
 
@@ -244,7 +252,4 @@ class ConvToVector(_WholeMapConv):
   nn.Conv's [N, 1, 1, features] output without the 1x1 axes."""
 
   def op(self, x: jax.Array, kernel: jax.Array) -> jax.Array:
-    k = self.kernel_size
-    if x.shape[1:3] != (k, k):
-      raise ValueError(f"ConvToVector({k}) needs {k}x{k} maps, got {x.shape}")
-    return jnp.einsum("nhwc,hwco->no", x, kernel)
+    return conv_to_vector(x, kernel)

@@ -1,6 +1,7 @@
 """Normalisation layers: spectral normalisation of convolution kernels and batch norm.
 
-`SpectralConv` (Miyato et al. 2018) is `flax.linen.Conv` whose kernel is divided by an estimate of
+`SpectralConv` (Miyato et al. 2018) is a convolution (applied by a given op, e.g. the
+`layers` forms) whose kernel, with `flax.linen.Conv`'s parameters, is divided by an estimate of
 its largest singular value (of the kernel reshaped to [kh*kw*in, out]). The
 estimate comes from one power-iteration step per training call, continuing
 from a vector `u` kept in the mutable "spectral" collection, so it lives in the
@@ -52,12 +53,14 @@ def spectral_norm(matrix: jax.Array, u: jax.Array, num_steps: int = 1) -> tuple[
 
 
 class SpectralConv(nn.Module):
-  """A convolution whose kernel has spectral norm ~1 (power iteration state in "spectral")."""
+  """A convolution whose kernel has spectral norm ~1 (power iteration state in "spectral").
+
+  `op(x, kernel)` applies the normalised [kh, kw, in, features] kernel (e.g. `layers.conv_down_2x`).
+  """
 
   features: int
   kernel_size: Sequence[int]
-  strides: Sequence[int] = (1, 1)
-  padding: Any = "SAME"
+  op: Callable[[jax.Array, jax.Array], jax.Array]
   use_bias: bool = True
   dtype: Any = None
   kernel_init: Any = nn.initializers.lecun_normal()
@@ -73,9 +76,7 @@ class SpectralConv(nn.Module):
     sigma, new_u = spectral_norm(matrix, u.value)
     if train and not self.is_initializing():
       u.value = new_u
-    y = jax.lax.conv_general_dilated(
-        x.astype(self.dtype or x.dtype), (kernel / sigma).astype(self.dtype or x.dtype),
-        self.strides, self.padding, dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    y = self.op(x.astype(self.dtype or x.dtype), (kernel / sigma).astype(self.dtype or x.dtype))
     if self.use_bias:
       y = y + self.param("bias", nn.initializers.zeros_init(), (self.features,), jnp.float32).astype(y.dtype)
     return y

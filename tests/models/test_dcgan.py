@@ -191,7 +191,9 @@ def test_power_iteration_converges_to_the_largest_singular_value():
 
 def test_spectral_discriminator_kernels_reach_unit_norm_and_u_lives_in_its_collection():
   from aigc_jax.models import normalization
-  conv = normalization.SpectralConv(6, (3, 3), padding="VALID")
+  valid_conv = functools.partial(jax.lax.conv_general_dilated, window_strides=(1, 1), padding="VALID",
+                                 dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  conv = normalization.SpectralConv(6, (3, 3), valid_conv)
   x = jnp.asarray(np.random.default_rng(2).normal(size=(2, 5, 5, 4)), jnp.float32)
   variables = conv.init(jax.random.key(0), x, train=False)
   kernel = np.asarray(variables["params"]["kernel"], np.float64)
