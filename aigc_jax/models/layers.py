@@ -130,9 +130,10 @@ _conv_2x.defvjp(_conv_2x_fwd, _conv_2x_bwd)
 
 
 def conv_transpose_2x(x: jax.Array, kernel: jax.Array) -> jax.Array:
-  """Returns `lax.conv_transpose(x, kernel, (2, 2), "SAME")` for a 4x4 HWIO kernel, via 2x2 convs.
+  """Returns `lax.conv_transpose(x, kernel, (2, 2), "SAME")` for a 4x4 HWIO kernel.
 
-  Its gradients are those of the adjoint stride-2 convolution (see `_conv_2x_bwd`)."""
+  Computed as four 2x2 phase convs (XLA's own with <= 4 output channels); its gradients are those
+  of the adjoint stride-2 convolution (see `_conv_2x_bwd`)."""
   if kernel.shape[:2] != (4, 4):
     raise ValueError(f"conv_transpose_2x needs a 4x4 kernel, got {kernel.shape[0]}x{kernel.shape[1]}")
   return _conv_2x(x, kernel, True)
