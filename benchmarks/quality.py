@@ -134,21 +134,20 @@ def class_scores(logits: np.ndarray, requested: np.ndarray | None, num_classes: 
 
 
 def score(config: ml_collections.ConfigDict, state, num_samples: int, cache_dir: str,
-          psi: float = 1.0, test_images: np.ndarray | None = None) -> dict[str, float]:
+          psi: float = 1.0, reference: pipeline.SetSummary | None = None) -> dict[str, float]:
   """All quality numbers of a trained generator (latents truncated by `psi`) against the MNIST test split.
 
-  The split's statistics come from `test_images` when given (no TensorFlow needed), else from the
-  TFDS pipeline, cached in `cache_dir`."""
+  The split's statistics are `reference` when given (`in_memory_reference`: no TensorFlow needed),
+  else from the TFDS pipeline, cached in `cache_dir`."""
   extractor = features.get_extractor("digits")
   generate_fn = evaluate.make_generate_fn(config, state, 500, psi)
   fake, labels = pipeline.generated_summary(extractor, generate_fn, jax.random.key(1), num_samples,
                                             num_classes=config.model.num_classes)
-  if test_images is not None:
-    real = pipeline.summarize(extractor, [test_images[:num_samples]]).with_sqrt_cov()
-  else:
-    reference = ml_collections.ConfigDict(config.data.to_dict())
-    reference.split = "test"
-    real = pipeline.reference_summary(extractor, reference, num_samples, cache_dir)
+  real = reference
+  if real is None:
+    test_split = ml_collections.ConfigDict(config.data.to_dict())
+    test_split.split = "test"
+    real = pipeline.reference_summary(extractor, test_split, num_samples, cache_dir)
   result = pipeline.compute_metrics(fake, real, labels)
   result.update(class_scores(fake.logits, labels))
   return result
@@ -199,13 +198,18 @@ def train_in_memory(config: ml_collections.ConfigDict, workdir: str, images: np.
   return state
 
 
-def run_variant(name: str, seed: int) -> list[dict]:
+def in_memory_reference(mnist_dir: str, num_samples: int) -> pipeline.SetSummary:
+  """Digit-feature statistics of the first `num_samples` test images, read without TensorFlow."""
+  images = read_mnist(mnist_dir, "test")[0][:num_samples]
+  return pipeline.summarize(features.get_extractor("digits"), [images]).with_sqrt_cov()
+
+
+def run_variant(name: str, seed: int, reference: pipeline.SetSummary | None) -> list[dict]:
   """Trains (or resumes) variant `name` with `seed` to each budget and scores it at each truncation;
   returns table rows."""
   run = name if seed == 0 else f"{name}_seed{seed}"
   workdir = os.path.join(FLAGS.root, run)
   rows, total = [], 0.0
-  test_images = read_mnist(FLAGS.mnist_dir, "test")[0] if FLAGS.in_memory else None
   for steps in map(int, FLAGS.steps):
     config = variant_config(name, FLAGS.mnist_dir, steps)
     config.seed = seed
@@ -225,7 +229,7 @@ def run_variant(name: str, seed: int) -> list[dict]:
     for psi in map(float, FLAGS.truncations):
       label = run if psi == 1.0 else f"{run}, psi={psi:g}"
       rows.append({"name": label, "steps": steps, "train_s": total,
-                   **score(config, state, FLAGS.num_samples, FLAGS.root, psi, test_images)})
+                   **score(config, state, FLAGS.num_samples, FLAGS.root, psi, reference)})
       print(rows[-1], flush=True)
   return rows
 
@@ -268,7 +272,9 @@ def main(argv) -> None:
     seeds = [int(s) for s in FLAGS.seeds]
   except ValueError as e:
     raise app.UsageError(f"--seeds must be integers, got {FLAGS.seeds}") from e
-  rows = [row for name in FLAGS.variants for seed in seeds for row in run_variant(name, seed)]
+  # Computed once for every variant, seed, budget and psi (the TFDS path caches it on disk instead).
+  reference = in_memory_reference(FLAGS.mnist_dir, FLAGS.num_samples) if FLAGS.in_memory else None
+  rows = [row for name in FLAGS.variants for seed in seeds for row in run_variant(name, seed, reference)]
   text = (f"`python benchmarks/quality.py --steps={','.join(FLAGS.steps)} --num_samples={FLAGS.num_samples} "
           f"--variants={','.join(FLAGS.variants)} --seeds={','.join(FLAGS.seeds)}`: {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} CPU cores (shared), jax {jax.__version__}. Trained on the MNIST test split "
