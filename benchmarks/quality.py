@@ -38,19 +38,23 @@ from aigc_jax import checkpoints, config as config_lib, evaluate, images as imag
 from aigc_jax.evaluation import features, pipeline  # noqa: E402
 
 SUBSET = "test[:2000]"
-# configs/dcgan_mnist.py before it moved to width 64 / batch 128; the older variants keep it, so
-# their rows in RESULTS.md stay reproducible.
-W32 = {"model.width": 32, "train.batch_size": 64}
-W64 = {"model.width": 64, "train.batch_size": 64}
-# configs/dcgan_mnist.py from its move to width 64 / batch 128 until it moved to width 128.
-W64_B128 = {"model.width": 64, "train.batch_size": 128}
+# Every variant names its D settings, so that it keeps its meaning when configs/dcgan_mnist.py changes.
+BATCH_NORM_D = {"model.d_norm": "batch", "gan.r1_gamma": 0.0}
+SPECTRAL_D = {"model.d_norm": "spectral", "gan.r1_gamma": 0.0}
+R1_D = {"model.d_norm": "none", "gan.r1_gamma": 1.0}
+# configs/dcgan_mnist.py's earlier sizes (all with a batch-norm D), so the older rows in RESULTS.md
+# stay reproducible: width 32, batch 64; width 64, batch 64; width 64, batch 128; width 128, batch 128.
+W32 = {"model.width": 32, "train.batch_size": 64, **BATCH_NORM_D}
+W64 = {"model.width": 64, "train.batch_size": 64, **BATCH_NORM_D}
+W64_B128 = {"model.width": 64, "train.batch_size": 128, **BATCH_NORM_D}
+W128 = {"model.width": 128, "train.batch_size": 128, **BATCH_NORM_D}
 # name: (config file, overrides). Budgets (steps) come from --steps.
 VARIANTS = {
     "dcgan": ("dcgan_mnist", {}),
     "dcgan_w32": ("dcgan_mnist", W32),
     "dcgan_no_ema": ("dcgan_mnist", {**W32, "gan.ema_half_life_images": 0}),
-    "hinge_sn": ("dcgan_mnist", {**W32, "gan.loss": "hinge", "model.d_norm": "spectral"}),
-    "ns_r1": ("dcgan_mnist", {**W32, "model.d_norm": "none", "gan.r1_gamma": 1.0}),
+    "hinge_sn": ("dcgan_mnist", {**W32, "gan.loss": "hinge", **SPECTRAL_D}),
+    "ns_r1": ("dcgan_mnist", {**W32, **R1_D}),
     "lsgan": ("dcgan_mnist", {**W32, "gan.loss": "least_squares"}),
     "wgan_gp": ("dcgan_mnist", {**W32, "gan.loss": "wgan_gp", "model.d_norm": "none", "gan.n_critic": 2,
                                 "train.b1": 0.0, "train.b2": 0.9}),
@@ -63,26 +67,24 @@ VARIANTS = {
     "w64_b128": ("dcgan_mnist", W64_B128),
     "w64_ttur": ("dcgan_mnist", {**W64, "train.learning_rate": 1e-4, "gan.d_learning_rate": 4e-4}),
     "w64_mbstd": ("dcgan_mnist", {**W64, "model.d_minibatch_std": 4}),
-    "w64_hinge_sn": ("dcgan_mnist", {**W64, "gan.loss": "hinge", "model.d_norm": "spectral"}),
-    "w64_sn": ("dcgan_mnist", {**W64, "model.d_norm": "spectral"}),
-    "w64_r1": ("dcgan_mnist", {**W64, "model.d_norm": "none", "gan.r1_gamma": 1.0}),
+    "w64_hinge_sn": ("dcgan_mnist", {**W64, "gan.loss": "hinge", **SPECTRAL_D}),
+    "w64_sn": ("dcgan_mnist", {**W64, **SPECTRAL_D}),
+    "w64_r1": ("dcgan_mnist", {**W64, **R1_D}),
     "w64_ema20k": ("dcgan_mnist", {**W64, "gan.ema_half_life_images": 20_000}),
-    # `w64_b128` with one change each; `w128` is today's configs/dcgan_mnist.py.
-    "b128_sn": ("dcgan_mnist", {**W64_B128, "model.d_norm": "spectral"}),
+    # `w64_b128` with one change each.
+    "b128_sn": ("dcgan_mnist", {**W64_B128, **SPECTRAL_D}),
     "b128_lr1e4": ("dcgan_mnist", {**W64_B128, "train.learning_rate": 1e-4, "gan.d_learning_rate": 1e-4}),
     "b256": ("dcgan_mnist", {**W64_B128, "train.batch_size": 256}),
-    "w128": ("dcgan_mnist", {**W64_B128, "model.width": 128}),
-    # Today's config (width 128) with the D that gave the highest precision on 2,000 images.
-    "w128_r1": ("dcgan_mnist", {"model.d_norm": "none", "gan.r1_gamma": 1.0}),
+    "w128": ("dcgan_mnist", W128),
+    # Width 128 with an un-normalised D and R1: today's configs/dcgan_mnist.py.
+    "w128_r1": ("dcgan_mnist", {**W128, **R1_D}),
 }
-# Data efficiency: the first 2,000 images, width 64, batch 128, with each D normalisation
+# Data efficiency: the first 2,000 images, at width 64 and at width 128 (batch 128), with each D
 # (batch norm; spectral norm; none, with R1) and each augmentation.
-for _d, _o in (("", {}), ("_sn", {"model.d_norm": "spectral"}),
-               ("_r1", {"model.d_norm": "none", "gan.r1_gamma": 1.0})):
+for _d, _o in (("", BATCH_NORM_D), ("_sn", SPECTRAL_D), ("_r1", R1_D)):
   for _a, _aug in (("", "none"), ("_diffaug", "diffaugment"), ("_ada", "ada")):
     VARIANTS[f"2k{_d}{_a}"] = ("dcgan_mnist", {**W64_B128, "data.split": SUBSET, **_o, "gan.augment": _aug})
-    # The same at today's width 128.
-    VARIANTS[f"2k_w128{_d}{_a}"] = ("dcgan_mnist", {"data.split": SUBSET, **_o, "gan.augment": _aug})
+    VARIANTS[f"2k_w128{_d}{_a}"] = ("dcgan_mnist", {**W128, "data.split": SUBSET, **_o, "gan.augment": _aug})
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("mnist_dir", os.path.join(ROOT, "..", "shared", "data", "mnist"), "Folder of MNIST IDX files.")
