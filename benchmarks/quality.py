@@ -13,8 +13,8 @@ against the full MNIST test split with the shipped LeNet digit classifier
 precision/recall (k=3), density/coverage (k=5), the fraction of samples it
 labels with confidence >= 0.9, the smallest and largest class share among the
 samples, and for conditional models the fraction classified as the class asked
-for. `--write_results` replaces the "## Model quality" section of
-benchmarks/RESULTS.md with the table.
+for. `--write_results` puts the command line and the table at the top of RESULTS.md's
+"## Model quality" section, in place of the previous run's; the notes and sweeps after it stay.
 """
 
 from __future__ import annotations
@@ -97,7 +97,8 @@ flags.DEFINE_list("seeds", ["0"], "config.seed values to train each variant with
                   "batch order); seed 0's run is kept as NAME, seed s's as NAME_seedS.")
 flags.DEFINE_list("truncations", ["1.0"], "Truncation psi values to score each variant at (1.0: none).")
 flags.DEFINE_string("root", "/tmp/aigc_quality", "Where the runs are kept.")
-flags.DEFINE_bool("write_results", False, "Replace the Model quality section of benchmarks/RESULTS.md.")
+flags.DEFINE_bool("write_results", False, "Replace the previous run's table at the top of RESULTS.md's "
+                  "Model quality section.")
 flags.DEFINE_integer("steps_per_dispatch", 1, "Train steps per jitted call (speed only; same results).")
 flags.DEFINE_bool("in_memory", False, "Train from the IDX files held in memory instead of the TFDS "
                   "pipeline, and score against them (for machines without TensorFlow); same steps, another "
@@ -254,15 +255,20 @@ def table(rows: list[dict]) -> str:
 
 
 def write_section(text: str, path: str = os.path.join(ROOT, "benchmarks", "RESULTS.md")) -> None:
-  """Replaces (or appends) the '## Model quality' section of RESULTS.md."""
+  """Puts `text` (a command line paragraph, then a table) at the top of the '## Model quality'
+  section in place of the one an earlier run wrote there, keeping the rest of the section."""
   with open(path) as f:
     content = f.read()
-  section = "## Model quality\n\n" + text.strip() + "\n"
-  pattern = re.compile(r"^## Model quality\n.*?(?=^## |\Z)", re.S | re.M)
-  content = pattern.sub(lambda _: section + "\n", content) if pattern.search(content) else (
-      content.rstrip("\n") + "\n\n" + section)
-  with open(path, "w") as f:
-    f.write(content)
+  heading = "## Model quality\n\n"
+  previous_run = re.compile(r"^## Model quality\n\n`python benchmarks/quality\.py[^\n]*\n\n(?:\|[^\n]*\n)+", re.M)
+  block = heading + text.strip() + "\n"
+  if previous_run.search(content):
+    content = previous_run.sub(lambda _: block, content, count=1)
+  elif heading in content:
+    content = content.replace(heading, block + "\n", 1)
+  else:
+    content = content.rstrip("\n") + "\n\n" + block
+  images_lib.write_bytes_atomic(path, content.encode())
 
 
 def main(argv) -> None:
