@@ -2,8 +2,9 @@
 
 Cases: the pytorch/examples DCGAN at 64x64 (configs/dcgan_celeba64.py at batch 64), the conv VAE
 at 64x64 (configs/vae_cifar10.py at 64 px, batch 64), and the 28x28 MNIST configs
-(configs/dcgan_mnist.py with a batch-norm D and no R1, as the PyTorch DCGAN has, and
-configs/vae_mnist.py, at their own batch sizes). The JAX side is the real training code:
+(configs/dcgan_mnist.py as shipped, with an un-normalised D and lazy R1, and with the batch-norm
+D of pytorch/examples; configs/vae_mnist.py; at their own batch sizes; a case with lazy R1 times
+whole R1 periods). The JAX side is the real training code:
 `trainers.init_sharded_state` + `trainers.compile_train_step` (jitted, donated state, the config's
 `steps_per_dispatch`). The PyTorch side builds the same architecture (layer for layer, same
 parameter count, which the script checks), the same batch, optimiser and loss (and generator EMA
@@ -32,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import math
 import os
 import statistics
 import subprocess
@@ -51,12 +53,12 @@ def _configs(compute_dtype: str, batch_size: int = 0) -> dict:
   vae64 = vae_cifar10.get_config()
   vae64.data.image_size = 64
   vae64.train.batch_size = 64
-  # The PyTorch reference is pytorch/examples's DCGAN, whose D has batch norm and no R1 penalty, so
-  # the 28x28 case times dcgan_mnist with that D (the shipped one has no norm and a lazy R1 penalty).
-  dcgan28 = dcgan_mnist.get_config()
-  dcgan28.model.d_norm, dcgan28.gan.r1_gamma = "batch", 0.0
+  # dcgan_mnist as shipped (an un-normalised D with lazy R1), and with pytorch/examples's batch-norm D.
+  dcgan28_bn = dcgan_mnist.get_config()
+  dcgan28_bn.model.d_norm, dcgan28_bn.gan.r1_gamma = "batch", 0.0
   cases = {"DCGAN 64x64": dcgan64, "VAE 64x64": vae64,
-           "DCGAN 28x28 (MNIST)": dcgan28, "VAE 28x28 (MNIST)": vae_mnist.get_config()}
+           "DCGAN 28x28 (MNIST, R1 D)": dcgan_mnist.get_config(),
+           "DCGAN 28x28 (MNIST, batch-norm D)": dcgan28_bn, "VAE 28x28 (MNIST)": vae_mnist.get_config()}
   for config in cases.values():
     config.train.compute_dtype = compute_dtype
     config.train.batch_size = batch_size or config.train.batch_size
@@ -126,8 +128,9 @@ def _stages(image_size: int) -> tuple[int, int]:
 def _torch_dcgan(config, place, amp):
   import torch  # pylint: disable=import-outside-toplevel
   from torch import nn  # pylint: disable=import-outside-toplevel
-  if config.model.d_norm != "batch" or config.gan.r1_gamma or config.gan.loss != "non_saturating":
-    raise ValueError("the PyTorch DCGAN reference has a batch-norm D, no R1 and the non-saturating loss")
+  if config.model.d_norm not in ("batch", "none") or config.gan.loss != "non_saturating":
+    raise ValueError("the PyTorch DCGAN reference has a batch-norm or un-normalised D and the "
+                     "non-saturating loss")
   start, num_stages = _stages(config.data.image_size)
   width, channels, nz = config.model.width, config.data.channels, config.model.latent_dim
   g_layers = [nn.ConvTranspose2d(nz, width * 2 ** (num_stages - 1), start, 1, 0, bias=False)]
@@ -137,13 +140,14 @@ def _torch_dcgan(config, place, amp):
   g_layers += [nn.BatchNorm2d(width), nn.ReLU(True),
                nn.ConvTranspose2d(width, channels, 4, 2, 1, bias=False), nn.Tanh()]
   d_layers, cin = [], channels
+  d_bias = config.model.d_norm == "none"  # As the JAX D: biases only where no batch norm follows anywhere.
   for i in range(num_stages):
-    d_layers.append(nn.Conv2d(cin, width * 2 ** i, 4, 2, 1, bias=False))
-    if i > 0:
+    d_layers.append(nn.Conv2d(cin, width * 2 ** i, 4, 2, 1, bias=d_bias))
+    if i > 0 and config.model.d_norm == "batch":
       d_layers.append(nn.BatchNorm2d(width * 2 ** i))
     d_layers.append(nn.LeakyReLU(0.2, inplace=True))
     cin = width * 2 ** i
-  d_layers.append(nn.Conv2d(cin, 1, start, 1, 0, bias=False))
+  d_layers.append(nn.Conv2d(cin, 1, start, 1, 0, bias=d_bias))
   g, d = place(nn.Sequential(*g_layers)), place(nn.Sequential(*d_layers))
   betas = (config.train.b1, config.train.b2)
   g_opt = torch.optim.Adam(g.parameters(), lr=config.train.learning_rate, betas=betas)
@@ -156,13 +160,22 @@ def _torch_dcgan(config, place, amp):
   ema = [p.detach().clone() for p in g_params] if config.gan.ema_half_life_images > 0 else None
   ema_beta = 0.5 ** (n / config.gan.ema_half_life_images) if ema else 0.0
 
+  gamma, r1_every = config.gan.r1_gamma, config.gan.r1_every
+  steps_done = [0]
+
   def step() -> None:
     d.zero_grad()
     with amp():
       fake = g(torch.randn(n, nz, 1, 1, device=real.device))
       d_loss = loss(d(real).view(-1), ones) + loss(d(fake.detach()).view(-1), zeros)
     d_loss.backward()
+    if gamma and steps_done[0] % r1_every == 0:  # lazy R1, as the JAX step: its own pass over the reals
+      real_in = real.detach().requires_grad_(True)
+      with amp():
+        (grad,) = torch.autograd.grad(d(real_in).sum(), real_in, create_graph=True)
+      (0.5 * gamma * r1_every * grad.float().square().sum(dim=(1, 2, 3)).mean()).backward()
     d_opt.step()
+    steps_done[0] += 1
     g.zero_grad()
     with amp():
       g_loss = loss(d(fake).view(-1), ones)
@@ -286,6 +299,14 @@ def _seconds(fn, steps: int) -> float:
   return time.perf_counter() - start
 
 
+def _steps_per_repeat(config, steps: int) -> int:
+  """`steps` rounded up to whole dispatches and, with lazy R1, to whole R1 periods (one R1 step each)."""
+  period = config.train.steps_per_dispatch
+  if config.model.family == "gan" and config.gan.r1_gamma > 0:
+    period = math.lcm(period, config.gan.r1_every)
+  return -(-steps // period) * period
+
+
 def _input_rates(quick: bool) -> dict[int, float]:
   """Host input-pipeline img/s at 28 and 64 px, batch 64 (benchmarks/input_pipeline.py's setup)."""
   import tempfile  # pylint: disable=import-outside-toplevel
@@ -360,14 +381,15 @@ def main() -> None:
   times = {key: [] for key in runners}
   for _ in range(args.repeats):
     for (name, framework), run in runners.items():
-      steps = args.steps * cases[name].train.steps_per_dispatch
+      steps = _steps_per_repeat(cases[name], args.steps)
       times[name, framework].append(_seconds(run, steps) / steps)
   load = os.getloadavg()[0]
 
   peak = _bf16_peak_tflops(device_kind) if gpu and args.compute_dtype == "bfloat16" else None
   memory_header = ("device MiB, JAX (XLA buffers) / PyTorch (peak allocated)" if gpu
                    else "peak RSS over imports, MiB, JAX / PyTorch")
-  print(f"\nmedian of {args.repeats} repeats x {args.steps} steps; load average after: {load:.2f}"
+  print(f"\nmedian of {args.repeats} repeats x {args.steps} steps (lazy R1: whole R1 periods); "
+        f"load average after: {load:.2f}"
         + (f"; MFU against {peak:.0f} TFLOP/s (datasheet dense bf16)" if peak else ""))
   print("| case | batch | JAX img/s | PyTorch img/s | JAX/PyTorch | model GFLOP/step | MFU JAX / PyTorch "
         f"| JAX compile s | XLA temp MiB | {memory_header} |")
