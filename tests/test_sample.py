@@ -19,10 +19,7 @@ def test_parse_seeds():
       sample.parse_seeds(bad)
 
 
-
-
 def test_same_seed_gives_the_same_image(run_20_steps, tmp_path):
-  import jax
   config, state, _ = sample.load_run(run_20_steps)
   from aigc_jax import trainers
   gen = trainers.get_trainer(config).generate
