@@ -1,18 +1,22 @@
 """Evaluates a trained generator: realism, diversity and style metrics, as a table and metrics.json.
 
     python -m aigc_jax.evaluate --workdir=DIR --num_samples=10000 --features=digits \
-        [--reference=DATASET:SPLIT]
+        [--reference=DATASET:SPLIT] [--manual_dir=IDX_FOLDER]
+    python -m aigc_jax.evaluate --model=dcgan_mnist --workdir=OUT --reference=mnist_idx:test \
+        --manual_dir=IDX_FOLDER --seed=1   # a shipped model, as its model card scores it
 
-Samples from the run's checkpoint, extracts features of generated and reference
-images (the reference summary is cached in the workdir), prints the metrics and
-writes `metrics.json` there. `evaluate_during_training` is the hook `train.py`
-calls every `config.train.eval_every` steps.
+Samples from the run's checkpoint (or the shipped pretrained `--model`), extracts
+features of generated and reference images (the reference summary is cached in
+the workdir), prints the metrics and writes `metrics.json` there.
+`evaluate_during_training` is the hook `train.py` calls every
+`config.train.eval_every` steps.
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 from typing import Any, Callable, Sequence
 
@@ -57,18 +61,32 @@ def default_extractor(config: ml_collections.ConfigDict) -> str:
 
 def evaluate_run(workdir: str, *, num_samples: int, extractor: str, reference: str | None = None,
                  step: int | None = None, seed: int = 0, batch_size: int = 500,
-                 inception_weights: str = features.INCEPTION_WEIGHTS, progress: bool = True) -> dict:
-  """Scores the checkpoint at `step` (default: latest) of `workdir`; writes and returns metrics.json."""
-  from aigc_jax import sample
+                 inception_weights: str = features.INCEPTION_WEIGHTS, progress: bool = True,
+                 model: str | None = None, manual_dir: str | None = None) -> dict:
+  """Scores the checkpoint at `step` (default: latest) of `workdir`, or the shipped pretrained
+  `model` (then `workdir` only receives the outputs); writes and returns metrics.json.
+
+  `manual_dir` replaces the reference's IDX folder (data.dataset "mnist_idx"): a shipped model's
+  config names the folder of the machine it was trained on.
+  """
+  from aigc_jax import pretrained, sample
 
   if num_samples < 2:
     raise UserError(f"--num_samples={num_samples}: need at least 2")
   if batch_size < 1:
     raise UserError(f"--batch_size={batch_size}: need at least 1")
   ex = features.get_extractor(extractor, inception_weights=inception_weights)
-  config, state, step = sample.load_run(workdir, step)
+  if model is None:
+    config, state, step = sample.load_run(workdir, step)
+  elif step is not None:
+    raise UserError("--step picks a checkpoint of a run; a shipped --model has one")
+  else:
+    config, state = pretrained.load(model)
+    step = config.train.num_steps
   generate_fn = make_generate_fn(config, state, batch_size)
   data_config = pipeline.parse_reference(reference, config.data)
+  if manual_dir is not None:
+    data_config.manual_dir = os.path.abspath(manual_dir)
   real = pipeline.reference_summary(ex, data_config, num_samples, cache_dir=workdir)
   bar = _progress_bar(num_samples, "generated images") if progress else None
   fake, labels = pipeline.generated_summary(ex, generate_fn, jax.random.key(seed), num_samples,
@@ -79,6 +97,8 @@ def evaluate_run(workdir: str, *, num_samples: int, extractor: str, reference: s
   result = {"step": step, "features": extractor, "num_samples": num_samples,
             "reference": f"{data_config.dataset}:{data_config.split}",
             "metrics": pipeline.compute_metrics(fake, real, labels)}
+  if model is not None:
+    result["model"] = model
   checkpoints.write_file(checkpoints.join(workdir, "metrics.json"), json.dumps(result, indent=2).encode())
   return result
 
@@ -92,8 +112,8 @@ def format_table(result: dict) -> str:
   """The metrics as an aligned two-column text table."""
   rows = [(name, f"{value:.6g}") for name, value in result["metrics"].items()]
   width = max(len(name) for name, _ in rows)
-  header = (f"step {result['step']}, {result['num_samples']} samples, {result['features']} features, "
-            f"reference {result['reference']}")
+  header = (f"{result['model'] + ', ' if 'model' in result else ''}step {result['step']}, "
+            f"{result['num_samples']} samples, {result['features']} features, reference {result['reference']}")
   return "\n".join([header] + [f"  {name:<{width}}  {value}" for name, value in rows])
 
 
@@ -128,14 +148,20 @@ def main(argv: Sequence[str]) -> None:
     raise UserError(f"--features={f.features!r}: choose one of {', '.join(features.EXTRACTORS)}")
   result = evaluate_run(f.workdir, num_samples=f.num_samples, extractor=f.features,
                         reference=f.reference, step=f.step, seed=f.seed, batch_size=f.batch_size,
-                        inception_weights=f.inception_weights)
+                        inception_weights=f.inception_weights, model=f.model, manual_dir=f.manual_dir)
   print(format_table(result))
   print(f"wrote {checkpoints.join(f.workdir, 'metrics.json')}", file=sys.stderr)
 
 
 def _define_flags() -> None:
   from absl import flags
-  flags.DEFINE_string("workdir", None, "Training run directory to evaluate.", required=True)
+  from aigc_jax import pretrained
+  flags.DEFINE_string("workdir", None, "Training run directory to evaluate (with --model: where "
+                      "metrics.json and the reference cache go).", required=True)
+  flags.DEFINE_string("model", None, "A shipped pretrained model to evaluate instead of the run in "
+                      f"--workdir: {', '.join(pretrained.NAMES)}.")
+  flags.DEFINE_string("manual_dir", None, "Folder of the reference's MNIST-format IDX files, for "
+                      "--reference=mnist_idx:SPLIT (default: the config's data.manual_dir).")
   flags.DEFINE_integer("num_samples", 10_000, "Generated (and reference) images.")
   flags.DEFINE_string("features", "digits", "Feature extractor: digits (LeNet) or inception.")
   flags.DEFINE_string("reference", None, "Reference set DATASET:SPLIT (default: the run's "

@@ -78,3 +78,43 @@ def test_generate_fn_truncation_scales_the_latents(run_dir):
   zero = evaluate.make_generate_fn(config, state, 8, psi=0.0)(key, 8)
   np.testing.assert_array_equal(zero, np.broadcast_to(zero[:1], zero.shape))
   assert not np.array_equal(plain, np.broadcast_to(plain[:1], plain.shape))
+
+
+def test_evaluate_a_shipped_model(tmp_path, monkeypatch):
+  """--model scores the shipped weights with the same samples as sampling them by hand."""
+  from aigc_jax import pretrained
+  from aigc_jax.evaluation import features, pipeline
+  load = pretrained.load
+
+  def load_with_test_data_dir(name):  # The reference digits go to tmp_path, not ~/tensorflow_datasets.
+    config, state = load(name)
+    config.data.data_dir = str(tmp_path / "tfds")
+    return config, state
+
+  monkeypatch.setattr(pretrained, "load", load_with_test_data_dir)
+  config, state = pretrained.load("dcgan_mnist")
+  result = evaluate.evaluate_run(str(tmp_path / "out"), model="dcgan_mnist", num_samples=120,
+                                 extractor="digits", reference="digits:train", seed=5, progress=False)
+  with open(tmp_path / "out" / "metrics.json") as f:
+    assert json.load(f) == result
+  assert result["model"] == "dcgan_mnist" and result["step"] == config.train.num_steps
+  extractor = features.get_extractor("digits")
+  fake, _ = pipeline.generated_summary(extractor, evaluate.make_generate_fn(config, state, 500),
+                                       jax.random.key(5), 120)
+  real = pipeline.reference_summary(extractor, pipeline.parse_reference("digits:train", config.data),
+                                    120, str(tmp_path / "out"))
+  expected = pipeline.compute_metrics(fake, real)
+  assert result["metrics"]["fid"] == pytest.approx(expected["fid"], rel=1e-6)
+  assert result["metrics"]["precision"] == expected["precision"]
+
+
+def test_evaluate_a_shipped_model_bad_arguments(tmp_path):
+  with pytest.raises(UserError, match="--step picks a checkpoint of a run"):
+    evaluate.evaluate_run(str(tmp_path), model="dcgan_mnist", step=3, num_samples=10, extractor="digits")
+  with pytest.raises(UserError, match="is not a shipped model"):
+    evaluate.evaluate_run(str(tmp_path), model="nope", num_samples=10, extractor="digits")
+  # --manual_dir replaces the folder the model's config recorded on the machine that trained it.
+  missing = str(tmp_path / "no_idx_here")
+  with pytest.raises(UserError, match=f"'{missing}' does not exist"):
+    evaluate.evaluate_run(str(tmp_path), model="dcgan_mnist", num_samples=10, extractor="digits",
+                          reference="mnist_idx:test", manual_dir=missing, progress=False)
