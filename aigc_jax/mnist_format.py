@@ -39,7 +39,7 @@ def find_splits(folder: str | None) -> dict[str, tuple[str, str]]:
   """Maps each split present in `folder` to its (images, labels) paths; raises UserError if none."""
   if not folder or not os.path.isdir(folder):
     raise UserError(f"MNIST-format folder {folder!r} does not exist; set config.data.manual_dir "
-                    f"to a folder holding {expected_names()}")
+                    f"(evaluate: --manual_dir) to a folder holding {expected_names()}")
   splits = {}
   for split, prefix in _PREFIXES.items():
     images = _find(folder, f"{prefix}-images-idx3-ubyte")
