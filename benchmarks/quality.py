@@ -19,6 +19,7 @@ for. `--write_results` puts the command line and the table at the top of RESULTS
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 import platform
@@ -156,6 +157,7 @@ def score(config: ml_collections.ConfigDict, state, num_samples: int, cache_dir:
   return result
 
 
+@functools.cache  # Every budget of a variant, and the reference, read the same files.
 def read_mnist(mnist_dir: str, split: str) -> tuple[np.ndarray, np.ndarray]:
   """Images (float32 [N,28,28,1] in [-1,1]) and labels of "test", "train" or "test[:N]", without TensorFlow."""
   m = re.fullmatch(r"(train|test)(?:\[:(\d+)\])?", split)
@@ -172,8 +174,13 @@ def read_mnist(mnist_dir: str, split: str) -> tuple[np.ndarray, np.ndarray]:
 def memory_batch(images: np.ndarray, labels: np.ndarray, batch_size: int, seed: int, step: int) -> dict:
   """Batch `step` of epochs that each draw a (seed, epoch)-seeded permutation, remainder dropped."""
   epoch, i = divmod(step, len(images) // batch_size)
-  order = np.random.default_rng([seed, epoch]).permutation(len(images))[i * batch_size:(i + 1) * batch_size]
+  order = _epoch_order(seed, epoch, len(images))[i * batch_size:(i + 1) * batch_size]
   return {"image": images[order], "label": labels[order]}
+
+
+@functools.lru_cache(maxsize=1)  # Drawn once per epoch, not once per step.
+def _epoch_order(seed: int, epoch: int, num_images: int) -> np.ndarray:
+  return np.random.default_rng([seed, epoch]).permutation(num_images)
 
 
 def train_in_memory(config: ml_collections.ConfigDict, workdir: str, images: np.ndarray,
