@@ -299,12 +299,14 @@ def _seconds(fn, steps: int) -> float:
   return time.perf_counter() - start
 
 
-def _steps_per_repeat(config, steps: int) -> int:
-  """`steps` rounded up to whole dispatches and, with lazy R1, to whole R1 periods (one R1 step each)."""
-  period = config.train.steps_per_dispatch
-  if config.model.family == "gan" and config.gan.r1_gamma > 0:
-    period = math.lcm(period, config.gan.r1_every)
-  return -(-steps // period) * period
+def _steps_per_repeat(config, dispatches: int) -> int:
+  """Train steps in `dispatches` jitted calls, rounded up with lazy R1 to whole R1 periods (one R1
+  step each, so every repeat does the same work)."""
+  k = config.train.steps_per_dispatch
+  if config.model.family != "gan" or config.gan.r1_gamma == 0:
+    return dispatches * k
+  period = math.lcm(k, config.gan.r1_every)
+  return -(-dispatches * k // period) * period
 
 
 def _input_rates(quick: bool) -> dict[int, float]:
@@ -335,7 +337,8 @@ def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--quick", action="store_true", help="smoke run: 28x28 cases, 1 repeat")
   parser.add_argument("--repeats", type=int, default=5)
-  parser.add_argument("--steps", type=int, default=4, help="train steps per timed repeat")
+  parser.add_argument("--steps", type=int, default=4,
+                      help="jitted calls per timed repeat (with lazy R1: rounded up to whole R1 periods)")
   parser.add_argument("--compute_dtype", default="float32", choices=("float32", "bfloat16"))
   parser.add_argument("--batch_size", type=int, default=0, help="every case's batch (0: its config's)")
   parser.add_argument("--cases", default="", help="comma-separated case-name prefixes to run")
