@@ -78,6 +78,34 @@ def test_bad_config_is_one_line_and_nonzero_exit(tmp_path):
   assert not os.path.exists(tmp_path / "w" / "checkpoints")
 
 
+def test_bad_flags_are_one_line_and_nonzero_exit(tmp_path):
+  cases = {  # flags -> the start of the one error line
+      ("--config=configs/missing.py",):
+          "error: --config: cannot load the config file: [Errno 2] No such file or directory: "
+          "'configs/missing.py'",
+      ("--config=configs/missing.py", "--config.train.batch_size=8"):
+          "error: --config: cannot load the config file: [Errno 2]",
+      ("--config=configs/quickstart.py", "--config.train.bacth_size=8"):
+          "error: --config.train.bacth_size: the config has no key 'bacth_size' "
+          "(Did you mean \"batch_size\" instead of \"bacth_size\"?)",
+      ("--config=configs/quickstart.py", "--config.nosuch.key=1"):
+          "error: --config.nosuch.key: the config has no key 'nosuch'",
+      ("--config=configs/quickstart.py", "--config.train.batch_size=eight"):
+          "error: flag --config.train.batch_size=eight: invalid literal for int()",
+      ("--config=configs/quickstart.py", "--no_such_flag"): "error: Unknown command line flag 'no_such_flag'",
+  }
+  env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+  procs = {flags: subprocess.Popen([sys.executable, "-m", "aigc_jax.train", f"--workdir={tmp_path}/w", *flags],
+                                   cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+           for flags in cases}
+  for flags, proc in procs.items():
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 2, (flags, err)
+    assert err.strip().splitlines()[-1].startswith(cases[flags]), (flags, err)
+    assert "Traceback" not in err, (flags, err)
+  assert not os.path.exists(tmp_path / "w")
+
+
 def test_divergence_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_path):
   workdir = str(tmp_path / "diverge")
   train.train_and_evaluate(quickstart(**{"train.num_steps": 10}), workdir)
