@@ -74,7 +74,10 @@ def create_manager(workdir: str, config: ml_collections.ConfigDict | None = None
       # Synchronous saves: the train step donates its state, and on CPU a background copy could
       # read buffers that the next step has already reused.
       enable_async_checkpointing=False)
-  return ocp.CheckpointManager(checkpoint_dir(workdir), options=options)
+  try:
+    return ocp.CheckpointManager(checkpoint_dir(workdir), options=options)
+  except (FileExistsError, NotADirectoryError, PermissionError) as e:
+    raise UserError(f"cannot use {checkpoint_dir(workdir)!r} for checkpoints: {e.strerror}") from e
 
 
 def save(manager: ocp.CheckpointManager, step: int, state: Any, base_key: jax.Array) -> None:

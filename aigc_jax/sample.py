@@ -111,6 +111,8 @@ def _load(workdir: str | None, model: str | None, step: int | None, mode: str):
   if workdir and model:
     raise UserError("give --workdir (a training run) or --model (a shipped model), not both")
   if model:
+    if step is not None:
+      raise UserError("--step picks a checkpoint of a run; a shipped --model has one")
     from aigc_jax import pretrained
     return pretrained.load(model)
   if not workdir:

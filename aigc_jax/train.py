@@ -75,6 +75,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Any:
   from clu import periodic_actions  # Heavy import kept off library import.
 
   config_lib.validate(config, jax.device_count())
+  if config.data.dataset != "synthetic":
+    data.dataset_size(config.data, config.data.split)  # missing data fails before the workdir is touched
   trainer = trainers.get_trainer(config)
   mesh = parallel.create_mesh()
   keys = trainers.base_keys(config.seed)

@@ -178,6 +178,10 @@ def test_pretrained_export_and_load_round_trip(cgan_run, tmp_path):
                                 gan.generate(config, state, None, 3, labels, z=z))
   with pytest.raises(UserError, match="not a shipped model"):
     pretrained.load("nope", str(tmp_path))
+  out = tmp_path / "grid.png"
+  with pytest.raises(UserError, match="--step picks a checkpoint of a run; a shipped --model has one"):
+    sample.run("generate", str(out), model="dcgan_mnist", step=5)
+  assert not out.exists()
 
 
 def test_vae_interpolation_starts_and_ends_at_the_reconstructions(vae_run, tmp_path):

@@ -106,6 +106,17 @@ def test_bad_flags_are_one_line_and_nonzero_exit(tmp_path):
   assert not os.path.exists(tmp_path / "w")
 
 
+def test_missing_data_or_an_unusable_workdir_fail_before_anything_is_written(tmp_path):
+  workdir = tmp_path / "run"
+  with pytest.raises(UserError, match="split 'validation' is not in dataset 'digits'"):
+    train.train_and_evaluate(quickstart(**{"data.split": "validation"}), str(workdir))
+  assert not workdir.exists()
+  (tmp_path / "a_file").write_text("keep me")
+  with pytest.raises(UserError, match="cannot use .*a_file/checkpoints' for checkpoints: Not a directory"):
+    train.train_and_evaluate(quickstart(), str(tmp_path / "a_file"))
+  assert (tmp_path / "a_file").read_text() == "keep me"
+
+
 def test_divergence_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_path):
   workdir = str(tmp_path / "diverge")
   train.train_and_evaluate(quickstart(**{"train.num_steps": 10}), workdir)

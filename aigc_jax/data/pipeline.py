@@ -42,7 +42,12 @@ def _builder(data_config: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder
   name, data_dir = data_config.dataset, data_config.data_dir
   if name != "mnist_idx":
     builder = tfds.builder(name, data_dir=data_dir)
-    builder.download_and_prepare()
+    try:
+      builder.download_and_prepare()
+    except OSError as e:  # requests' connection errors are OSErrors
+      raise UserError(f"dataset {name!r} is not prepared in {builder.data_dir!r} and could not be "
+                      f"downloaded ({type(e).__name__}); without a network, use data.dataset='digits' "
+                      "or 'mnist_idx' with data.manual_dir=FOLDER of MNIST-format IDX files") from e
     return builder
   folder = data_config.manual_dir
   if folder is None:

@@ -21,6 +21,7 @@ import ml_collections
 import numpy as np
 
 from aigc_jax import checkpoints
+from aigc_jax import config as config_lib
 from aigc_jax.errors import UserError
 from aigc_jax.evaluation import features as features_lib
 from aigc_jax.evaluation import metrics
@@ -140,6 +141,9 @@ def parse_reference(reference: str | None, data_config: ml_collections.ConfigDic
     dataset, sep, split = reference.partition(":")
     if not sep or not dataset or not split:
       raise UserError(f"--reference={reference!r} must look like DATASET:SPLIT (e.g. digits:train)")
+    if dataset not in config_lib.DATASETS:
+      raise UserError(f"--reference={reference!r} names an unknown dataset; choose one of "
+                      f"{', '.join(config_lib.DATASETS)}")
     config.dataset = dataset
   else:
     split = data_config.eval_split

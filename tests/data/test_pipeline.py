@@ -4,6 +4,7 @@ import cv2
 import jax
 import numpy as np
 import pytest
+import requests
 import tensorflow as tf
 import tensorflow_datasets as tfds
 from PIL import Image
@@ -140,6 +141,15 @@ def test_grey_to_rgb_and_test_split(data_dir, mnist_folder):
   np.testing.assert_array_equal(images[..., 0], images[..., 2])
   np.testing.assert_array_equal(_ids(images), [100, 101, 102, 103])
   assert pipeline.dataset_size(data_config, "test") == 4
+
+
+def test_a_dataset_that_cannot_be_downloaded_is_a_user_error(tmp_path, monkeypatch):
+  def offline(builder, *args, **kwargs):
+    raise requests.exceptions.ConnectionError("Failed to resolve 'storage.googleapis.com'")
+  monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare", offline)
+  with pytest.raises(UserError, match="dataset 'mnist' is not prepared in .* could not be downloaded "
+                                      r"\(ConnectionError\); without a network, use data.dataset='digits'"):
+    pipeline.dataset_size(_config(str(tmp_path), dataset="mnist").data, "train")
 
 
 def test_user_errors(data_dir, mnist_folder, tmp_path):

@@ -139,6 +139,8 @@ def test_user_errors(tmp_path, digits, extractor):
     features.get_extractor("vgg")
   with pytest.raises(UserError, match="DATASET:SPLIT"):
     pipeline.parse_reference("digits", base_config().data)
+  with pytest.raises(UserError, match="'digit:train' names an unknown dataset; choose one of digits, mnist_idx"):
+    pipeline.parse_reference("digit:train", base_config().data)
   fake = pipeline.summarize(extractor, [digits[0][:60]])
   real = pipeline.summarize(extractor, [digits[0][60:100]])
   with pytest.raises(UserError, match="KID needs 60 reference images"):
