@@ -160,6 +160,11 @@ def run(mode: str, out: str, *, workdir: str | None = None, model: str | None = 
     return out
   if mode == "noise":
     from aigc_jax import transforms
+    if size < 1:
+      raise UserError(f"--size={size} is not valid: need at least 1")
+    if not 1 <= channels <= 4:
+      raise UserError(f"--channels={channels} is not valid: write 1 (grey), 2 (grey + alpha), 3 (RGB) "
+                      "or 4 (RGBA)")
     result = transforms.noise_images(jax.random.key(seed), num, size, channels, transform)
     _write(out, np.asarray(result))
     return out

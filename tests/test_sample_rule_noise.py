@@ -67,6 +67,19 @@ def test_rule_mode_user_errors_write_nothing(photo, tmp_path, kwargs, message):
   assert out.read_bytes() == b"keep me"
 
 
+@pytest.mark.parametrize("kwargs, message", [
+    ({"size": 0}, "--size=0 is not valid: need at least 1"),
+    ({"channels": 5}, "--channels=5 is not valid: write 1 .*or 4"),
+    ({"channels": 0}, "--channels=0 is not valid"),
+])
+def test_noise_mode_user_errors_write_nothing(tmp_path, kwargs, message):
+  out = tmp_path / "noise.png"
+  out.write_bytes(b"keep me")
+  with pytest.raises(UserError, match=message):
+    sample.run("noise", str(out), **{"num": 2, "size": 8, "channels": 3, **kwargs})
+  assert out.read_bytes() == b"keep me"
+
+
 def test_cli_bad_spec_is_one_line_listing_the_valid_ops(photo, tmp_path):
   rc, _, err = cli("aigc_jax.sample", "--mode=rule", f"--input={photo}", "--transform=twirl(2)",
                    f"--out={tmp_path / 'g.png'}")
