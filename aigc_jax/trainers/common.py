@@ -6,6 +6,7 @@ from typing import Any
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import ml_collections
 import optax
 
@@ -34,3 +35,14 @@ def apply_train(module: nn.Module, params: Any, collections: dict, *args, **kwar
 def apply_eval(module: nn.Module, params: Any, collections: dict, *args, **kwargs) -> Any:
   """Applies `module` in inference mode (running statistics, no updates)."""
   return module.apply({"params": params, **collections}, *args, train=False, **kwargs)
+
+
+def generator_inputs(config: ml_collections.ConfigDict, key: jax.Array | None, num: int,
+                     labels: jax.Array | None, z: jax.Array | None) -> tuple[jax.Array, jax.Array | None]:
+  """(z, labels) for generating `num` images: z ~ N(0, I) from `key` unless given; a conditional
+  model without labels cycles through the classes (image i gets class i % num_classes)."""
+  if z is None:
+    z = jax.random.normal(key, (num, config.model.latent_dim), jnp.float32)
+  if config.model.num_classes and labels is None:
+    labels = jnp.arange(num, dtype=jnp.int32) % config.model.num_classes
+  return z, labels

@@ -250,9 +250,6 @@ def generate(config: ml_collections.ConfigDict, state: GANState, key: jax.Array,
              labels: jax.Array | None = None, z: jax.Array | None = None) -> jax.Array:
   """Samples `num` images in [-1, 1] (from `z` when given, else from `key`), with EMA weights if on."""
   generator = models.build_generator(config)
-  if z is None:
-    z = jax.random.normal(key, (num, config.model.latent_dim), jnp.float32)
-  if config.model.num_classes and labels is None:
-    labels = jnp.arange(num, dtype=jnp.int32) % config.model.num_classes
+  z, labels = common.generator_inputs(config, key, num, labels, z)
   params = state.g_ema_params if _uses_ema(config) else state.g_params
   return common.apply_eval(generator, params, state.g_collections, z, labels)

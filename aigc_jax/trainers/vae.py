@@ -117,10 +117,7 @@ def generate(config: ml_collections.ConfigDict, state: VAEState, key: jax.Array,
              labels: jax.Array | None = None, z: jax.Array | None = None) -> jax.Array:
   """Decodes `num` draws from the prior (or the given `z`) into images in [-1, 1]."""
   vae = models.build_vae(config)
-  if z is None:
-    z = jax.random.normal(key, (num, config.model.latent_dim), jnp.float32)
-  if config.model.num_classes and labels is None:
-    labels = jnp.arange(num, dtype=jnp.int32) % config.model.num_classes
+  z, labels = common.generator_inputs(config, key, num, labels, z)
   out = vae.apply({"params": state.params}, z, labels, method=vae.decode)
   return decoded_images(config, out)
 
