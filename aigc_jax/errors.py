@@ -58,8 +58,8 @@ def _parse_flags(argv: Sequence[str]) -> list[str]:
     return rest
   except flags.Error as e:  # unknown flag, malformed value
     _exit_with(_one_line(str(e)))
-  except OSError as e:
-    _exit_with(f"--config: cannot load the config file: {_one_line(str(e)).split(' ... ')[-1]}")
+  except OSError as e:  # its last line is the cause, e.g. "[Errno 2] No such file or directory: ..."
+    _exit_with(f"--config: cannot load the config file: {str(e).strip().splitlines()[-1].strip()}")
   except (AttributeError, KeyError) as e:
     cause = e  # ml_collections wraps the KeyError that carries the message in an AttributeError
     while isinstance(cause, BaseException) and cause.args:
