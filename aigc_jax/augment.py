@@ -9,12 +9,13 @@ does not leak into the samples.
 - DiffAugment (Zhao et al. 2020): translation (up to 1/8 of the size, zero
   padding), cutout (a square of half the size) and colour (brightness,
   saturation, contrast), each on every example.
-- ADA (Karras et al. 2020, the "bgc" pipeline): x-flip, 90-degree rotation,
-  integer translation, isotropic scaling, arbitrary rotation, anisotropic
-  scaling, fractional translation (one warp with reflect padding), then
-  brightness, contrast, luma flip, hue rotation and saturation, each applied to
-  each example with probability p. `ada_adjust` moves p by the sign of
-  E[sign(D(real))] - target.
+- ADA (Karras et al. 2020): the "blit" group (x-flip, 90-degree rotation,
+  integer translation) and the "geom" group (isotropic scaling, arbitrary
+  rotation, anisotropic scaling, fractional translation), as one warp with
+  reflect padding, then the "color" group (brightness, contrast, luma flip, hue
+  rotation and saturation), each op applied to each example with probability p.
+  `gan.ada_pipeline` picks the groups by StyleGAN2-ADA's names (default "bgc":
+  all three). `ada_adjust` moves p by the sign of E[sign(D(real))] - target.
 """
 
 from __future__ import annotations
@@ -90,8 +91,17 @@ def _gate(key: jax.Array, n: int, p: jax.Array, value: jax.Array, identity: floa
   return jnp.where(jax.random.uniform(key, (n,)) < p, value, identity)
 
 
-def ada_matrices(key: jax.Array, n: int, height: int, width: int, p: jax.Array) -> jax.Array:
-  """Draws ADA's geometric pipeline as n source-to-destination affine maps [n, 2, 3]."""
+# gan.ada_pipeline -> the op groups it applies.
+ADA_GROUPS = {"blit": ("blit",), "geom": ("geom",), "color": ("color",), "bg": ("blit", "geom"),
+              "bgc": ("blit", "geom", "color")}
+
+
+def ada_matrices(key: jax.Array, n: int, height: int, width: int, p: jax.Array,
+                 groups: Sequence[str] = ("blit", "geom")) -> jax.Array:
+  """Draws ADA's geometric ops of `groups` ("blit", "geom") as n source-to-destination affine maps [n, 2, 3].
+
+  The draws are the same whichever groups are on; a group that is off keeps its ops at the identity.
+  """
   keys = iter(jax.random.split(key, 16))
   center = ((width - 1) / 2.0, (height - 1) / 2.0)
   p_rot = 1.0 - jnp.sqrt(1.0 - p)  # Two rotation stages: P(any rotation) stays p.
@@ -106,6 +116,11 @@ def ada_matrices(key: jax.Array, n: int, height: int, width: int, p: jax.Array) 
   rot2 = _gate(next(keys), n, p_rot, jax.random.uniform(next(keys), (n,), minval=-180, maxval=180), 0.0)
   frac = 0.125 * jax.random.normal(next(keys), (2, n)) * jnp.array([[width], [height]])
   frac = jnp.where(jax.random.uniform(next(keys), (n,)) < p, frac, 0.0)
+  if "blit" not in groups:
+    flip, quarter, shift = jnp.ones_like(flip), jnp.zeros_like(quarter), jnp.zeros_like(shift)
+  if "geom" not in groups:
+    iso, aniso = jnp.ones_like(iso), jnp.ones_like(aniso)
+    rot1, rot2, frac = jnp.zeros_like(rot1), jnp.zeros_like(rot2), jnp.zeros_like(frac)
   return transforms.compose_affine(
       transforms.scale_matrix(flip, 1.0, center),
       transforms.rotation_matrix(quarter, center),
@@ -140,12 +155,15 @@ def ada_color(key: jax.Array, images: jax.Array, p: jax.Array) -> jax.Array:
   return jnp.einsum("nij,nhwj->nhwi", matrix, images + brightness[:, None, None, None])
 
 
-def ada(key: jax.Array, images: jax.Array, p: jax.Array) -> jax.Array:
-  """Applies ADA's geometric and colour ops, each to each example with probability p."""
+def ada(key: jax.Array, images: jax.Array, p: jax.Array, pipeline: str = "bgc") -> jax.Array:
+  """Applies the ops of ADA's `pipeline` (see ADA_GROUPS), each to each example with probability p."""
+  groups = ADA_GROUPS[pipeline]
   n, h, w, _ = images.shape
   k_geom, k_color = jax.random.split(key)
-  warped = transforms.warp_affine(images, ada_matrices(k_geom, n, h, w, p), mode="reflect")
-  return ada_color(k_color, warped, p)
+  geometric = [g for g in groups if g != "color"]
+  if geometric:
+    images = transforms.warp_affine(images, ada_matrices(k_geom, n, h, w, p, geometric), mode="reflect")
+  return ada_color(k_color, images, p) if "color" in groups else images
 
 
 def ada_adjust(p: jax.Array, real_logits: jax.Array, target: float, speed_images: float) -> jax.Array:
@@ -164,5 +182,6 @@ def make_augment(config: ml_collections.ConfigDict) -> Augment:
     policy = tuple(op.strip() for op in config.gan.diffaugment.split(",") if op.strip())
     return lambda key, images, p: diffaugment(key, images, policy)
   if kind == "ada":
-    return ada
+    pipeline = config.gan.ada_pipeline
+    return lambda key, images, p: ada(key, images, p, pipeline)
   raise ValueError(f"unknown augmentation {kind!r}")

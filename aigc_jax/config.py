@@ -20,6 +20,7 @@ IMAGE_SIZES = (8, 16, 28, 32, 64)
 GAN_LOSSES = ("non_saturating", "hinge", "least_squares", "wgan_gp")
 GAN_AUGMENTS = ("none", "diffaugment", "ada")
 DIFFAUGMENT_OPS = ("translation", "cutout", "color")
+ADA_PIPELINES = ("blit", "geom", "color", "bg", "bgc")  # StyleGAN2-ADA's --augpipe names
 VAE_LIKELIHOODS = ("bernoulli", "gaussian")
 D_NORMS = ("batch", "none", "spectral")
 COMPUTE_DTYPES = ("float32", "bfloat16")
@@ -80,6 +81,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.gan.ema_rampup = 0.05         # EMA half-life is at most this fraction of the images seen; 0: no ramp-up
   c.gan.augment = "none"          # augmentation of D's inputs: none | diffaugment | ada
   c.gan.diffaugment = "translation,cutout,color"  # diffaugment: comma-separated policy
+  c.gan.ada_pipeline = "bgc"      # ada: op groups (StyleGAN2-ADA's --augpipe): blit | geom | color | bg | bgc
   c.gan.ada_target = 0.6          # ada: target for E[sign(D(real))]
   c.gan.ada_speed_images = 100_000  # ada: images over which p can move from 0 to 1
 
@@ -202,6 +204,8 @@ def _validate_gan(config: ml_collections.ConfigDict) -> None:
   if any(op not in DIFFAUGMENT_OPS for op in ops) or (g.augment == "diffaugment" and not ops):
     _fail("gan.diffaugment", g.diffaugment,
           f"a comma-separated list of {', '.join(DIFFAUGMENT_OPS)}")
+  if g.ada_pipeline not in ADA_PIPELINES:
+    _fail("gan.ada_pipeline", g.ada_pipeline, f"choose one of {', '.join(ADA_PIPELINES)}")
   if not 0 < g.ada_target < 1:
     _fail("gan.ada_target", g.ada_target, "must be in (0, 1)")
   if g.loss == "wgan_gp" and config.model.d_norm == "batch":

@@ -86,6 +86,10 @@ for _d, _o in (("", BATCH_NORM_D), ("_sn", SPECTRAL_D), ("_r1", R1_D)):
   for _a, _aug in (("", "none"), ("_diffaug", "diffaugment"), ("_ada", "ada")):
     VARIANTS[f"2k{_d}{_a}"] = ("dcgan_mnist", {**W64_B128, "data.split": SUBSET, **_o, "gan.augment": _aug})
     VARIANTS[f"2k_w128{_d}{_a}"] = ("dcgan_mnist", {**W128, "data.split": SUBSET, **_o, "gan.augment": _aug})
+# ADA's op groups one at a time and blit + geom, with the shipped config's D (bgc: 2k_w128_r1_ada).
+for _pipeline in ("blit", "geom", "color", "bg"):
+  VARIANTS[f"2k_w128_r1_ada_{_pipeline}"] = ("dcgan_mnist", {**W128, "data.split": SUBSET, **R1_D,
+                                                             "gan.augment": "ada", "gan.ada_pipeline": _pipeline})
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("mnist_dir", os.path.join(ROOT, "..", "shared", "data", "mnist"), "Folder of MNIST IDX files.")

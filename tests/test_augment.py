@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from aigc_jax import augment
+from aigc_jax import config as config_lib
 
 N, S = 6, 8
 
@@ -68,6 +69,39 @@ def test_ada_is_the_identity_at_p0_and_changes_every_example_at_p1(channels):
   y = np.asarray(augment.ada(jax.random.key(0), x, jnp.float32(1.0)))
   assert np.isfinite(y).all()
   assert all(not np.allclose(y[i], x[i], atol=1e-3) for i in range(N))
+
+
+def test_ada_geometric_groups_split_the_bgc_warp_into_blit_then_geom():
+  key, p, size = jax.random.key(7), jnp.float32(1.0), 16
+  blit = np.asarray(augment.ada_matrices(key, 64, size, size, p, ("blit",)), np.float64)
+  geom = augment.ada_matrices(key, 64, size, size, p, ("geom",))
+  both = augment.ada_matrices(key, 64, size, size, p)
+  # blit: flips, quarter turns and whole-pixel shifts map the pixel grid onto itself.
+  np.testing.assert_allclose(blit, np.round(blit), atol=1e-4)
+  assert np.all(np.abs(np.linalg.det(blit[:, :, :2])) > 1 - 1e-5)
+  assert not np.allclose(blit[:, :, :2], np.eye(2))
+  geom_linear = np.asarray(geom)[:, :, :2]
+  assert np.mean(np.abs(geom_linear - np.round(geom_linear)) > 1e-3) > 0.5
+  np.testing.assert_allclose(both, augment.transforms.compose_affine(blit, geom), atol=1e-4)
+
+
+def test_ada_pipelines_apply_only_their_groups():
+  assert set(augment.ADA_GROUPS) == set(config_lib.ADA_PIPELINES)
+  key, p = jax.random.key(1), jnp.float32(1.0)
+  x = jnp.asarray(_images(3))
+  flat = jnp.full_like(x, 0.3)  # any warp with reflect padding keeps a constant image
+  np.testing.assert_allclose(augment.ada(key, flat, p, "bg"), flat, atol=1e-5)
+  assert not np.allclose(augment.ada(key, flat, p, "bgc"), flat, atol=1e-3)
+  np.testing.assert_allclose(augment.ada(key, x, p, "color"),
+                             augment.ada_color(jax.random.split(key)[1], x, p), atol=1e-6)
+  for pipeline in ("blit", "geom", "bg"):  # blit's draws include the identity (no flip, 0 deg, 0 px)
+    y = np.asarray(augment.ada(key, x, p, pipeline))
+    changed = sum(not np.allclose(y[i], x[i], atol=1e-3) for i in range(N))
+    assert changed >= (1 if pipeline == "blit" else N), pipeline
+  # bgc is the geometry of bg followed by the colour ops, on the same draws.
+  np.testing.assert_allclose(augment.ada(key, x, p, "bgc"),
+                             augment.ada_color(jax.random.split(key)[1], augment.ada(key, x, p, "bg"), p),
+                             atol=1e-5)
 
 
 def test_ada_colour_matrices_preserve_luma_under_hue_and_invert_it_under_luma_flip():

@@ -28,6 +28,7 @@ def test_base_config_is_valid():
     ({"train__batch_size": 0}, "train.batch_size=0"),
     ({"train__learning_rate": -1e-3}, "train.learning_rate"),
     ({"gan__loss": "wasserstein"}, "non_saturating"),
+    ({"gan__ada_pipeline": "bgcf"}, "gan.ada_pipeline='bgcf' is not valid: choose one of blit, geom, color, bg, bgc"),
     ({"vae__likelihood": "laplace"}, "bernoulli"),
     ({"train__compute_dtype": "float16"}, "bfloat16"),
     ({"train__steps_per_dispatch": 3}, "multiple of train.steps_per_dispatch"),
