@@ -144,7 +144,7 @@ def run(mode: str, out: str, *, workdir: str | None = None, model: str | None = 
     raise UserError(f"--mode={mode!r} is not valid: choose one of {', '.join(MODES)}")
   if not 0 <= trunc <= 1:
     raise UserError(f"--trunc={trunc} is not valid: the truncation psi must be in [0, 1] (1: off)")
-  for name, value in (("num", num), ("frames", frames)):
+  for name, value in (("num", num), ("frames", frames), ("size", size)):
     if value < 1:
       raise UserError(f"--{name}={value} is not valid: need at least 1")
   images.check_writable(out)
@@ -160,8 +160,6 @@ def run(mode: str, out: str, *, workdir: str | None = None, model: str | None = 
     return out
   if mode == "noise":
     from aigc_jax import transforms
-    if size < 1:
-      raise UserError(f"--size={size} is not valid: need at least 1")
     if not 1 <= channels <= 4:
       raise UserError(f"--channels={channels} is not valid: write 1 (grey), 2 (grey + alpha), 3 (RGB) "
                       "or 4 (RGBA)")
