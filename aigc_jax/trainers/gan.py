@@ -24,7 +24,7 @@ import optax
 
 from aigc_jax import augment as augment_lib
 from aigc_jax import models
-from aigc_jax.trainers import common
+from aigc_jax.trainers import common, ema
 
 
 @flax.struct.dataclass
@@ -127,15 +127,6 @@ def gradient_penalty(d_fn: Callable[[jax.Array], jax.Array], key: jax.Array, rea
   return jnp.mean(jnp.square(norms - 1.0))
 
 
-def ema_decay(images_seen: jax.Array, batch_size: int, half_life_images: float,
-              rampup: float) -> jax.Array:
-  """StyleGAN2-ADA's EMA beta: 0.5 ** (batch / min(half_life, images_seen * rampup))."""
-  half_life = jnp.asarray(half_life_images, jnp.float32)
-  if rampup > 0:
-    half_life = jnp.minimum(half_life, images_seen.astype(jnp.float32) * rampup)
-  return 0.5 ** (batch_size / jnp.maximum(half_life, 1e-8))
-
-
 def make_train_step(config: ml_collections.ConfigDict) -> Callable:
   """Returns the pure step `(state, batch, key) -> (state, metrics)`: n_critic D updates, one G update."""
   generator, discriminator = models.build_generator(config), models.build_discriminator(config)
@@ -233,9 +224,8 @@ def make_train_step(config: ml_collections.ConfigDict) -> Callable:
 
     g_ema_params = state.g_ema_params
     if _uses_ema(config):
-      # float32: an int32 image count would wrap after 2**31 images.
-      beta = ema_decay(state.step.astype(jnp.float32) * n, n, g.ema_half_life_images, g.ema_rampup)
-      g_ema_params = jax.tree.map(lambda e, p: beta * e + (1.0 - beta) * p, g_ema_params, g_params)
+      g_ema_params = ema.update(g_ema_params, g_params, state.step, n, g.ema_half_life_images,
+                                g.ema_rampup)
 
     new_state = state.replace(step=state.step + 1, g_params=g_params, g_collections=g_collections,
                               g_opt_state=g_opt_state, d_params=critic.params,

@@ -124,14 +124,6 @@ def test_gradient_penalty_is_taken_at_interpolates():
   np.testing.assert_allclose(gp, np.mean((np.sqrt(_fd_sq_norms(x_hat)) - 1) ** 2), rtol=1e-4)
 
 
-def test_ema_decay_follows_stylegan2_ada_formula():
-  # Ramp-up: the half-life is capped at images_seen * rampup.
-  np.testing.assert_allclose(gan.ema_decay(jnp.asarray(1000), 64, 5000, 0.05), 0.5 ** (64 / 50), rtol=1e-6)
-  np.testing.assert_allclose(gan.ema_decay(jnp.asarray(10 ** 6), 64, 5000, 0.05), 0.5 ** (64 / 5000), rtol=1e-6)
-  np.testing.assert_allclose(gan.ema_decay(jnp.asarray(0), 64, 5000, 0.0), 0.5 ** (64 / 5000), rtol=1e-6)
-  assert float(gan.ema_decay(jnp.asarray(0), 64, 5000, 0.05)) == 0.0
-
-
 def test_ema_formula_holds_past_two_to_the_31_images():
   # 40M steps x 16 images: an int32 image count would wrap negative and make beta 0.
   config = tiny_gan_config()
