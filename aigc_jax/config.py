@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from aigc_jax.errors import UserError
+from aigc_jax.errors import UserError, check_seed
 
 MODEL_FAMILIES = {"gan": ("dcgan",), "vae": ("conv_vae",), "classifier": ("lenet",)}
 # Label classes of each dataset (0: unlabelled); synthetic has those of its source.
@@ -108,6 +108,7 @@ def _positive(config: ml_collections.ConfigDict, *keys: str) -> None:
 
 def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) -> None:
   """Raises UserError naming the first key whose value cannot work."""
+  check_seed("config.seed", config.seed)
   if config.model.family not in MODEL_FAMILIES:
     _fail("model.family", config.model.family, f"choose one of {sorted(MODEL_FAMILIES)}")
   names = MODEL_FAMILIES[config.model.family]

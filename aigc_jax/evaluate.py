@@ -26,7 +26,7 @@ import ml_collections
 import numpy as np
 
 from aigc_jax import checkpoints, parallel, trainers
-from aigc_jax.errors import UserError
+from aigc_jax.errors import UserError, check_seed
 from aigc_jax.evaluation import features, pipeline
 
 
@@ -75,6 +75,7 @@ def evaluate_run(workdir: str, *, num_samples: int, extractor: str, reference: s
     raise UserError(f"--num_samples={num_samples}: need at least 2")
   if batch_size < 1:
     raise UserError(f"--batch_size={batch_size}: need at least 1")
+  check_seed("--seed", seed)
   ex = features.get_extractor(extractor, inception_weights=inception_weights)
   if model is None:
     config, state, step = sample.load_run(workdir, step)

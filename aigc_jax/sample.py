@@ -20,11 +20,9 @@ import ml_collections
 import numpy as np
 
 from aigc_jax import checkpoints, config as config_lib, images, trainers
-from aigc_jax.errors import UserError
+from aigc_jax.errors import MAX_SEED, UserError, check_seed
 
 MODES = ("generate", "reconstruct", "interpolate", "rule", "noise")
-# jax.random.key keeps 32 bits of a seed (without x64): larger seeds would alias smaller ones.
-MAX_SEED = 2 ** 32 - 1
 
 
 def parse_seeds(spec: str) -> list[int]:
@@ -144,6 +142,7 @@ def run(mode: str, out: str, *, workdir: str | None = None, model: str | None = 
     raise UserError(f"--mode={mode!r} is not valid: choose one of {', '.join(MODES)}")
   if not 0 <= trunc <= 1:
     raise UserError(f"--trunc={trunc} is not valid: the truncation psi must be in [0, 1] (1: off)")
+  check_seed("--seed", seed)
   for name, value in (("num", num), ("frames", frames), ("size", size)):
     if value < 1:
       raise UserError(f"--{name}={value} is not valid: need at least 1")
