@@ -121,6 +121,11 @@ def _load_config_file(parse: Callable[[str], Any], path: str) -> Any:
   return config
 
 
+def _asks_for_help(argv: Sequence[str]) -> bool:
+  flag_args = argv[1:list(argv).index("--")] if "--" in argv else argv[1:]
+  return any(_HELP_FLAG.fullmatch(arg) for arg in flag_args)
+
+
 class _ConfigFileParser:
   """ml_collections' config-file flag parser, reporting a config file that fails to load as a UserError."""
 
@@ -149,10 +154,14 @@ def _parse_flags(argv: Sequence[str]) -> list[str]:
   try:
     return flags.FLAGS(list(argv))
   except SystemExit as e:  # a help request is not a failure
-    flag_args = list(argv[1:argv.index("--")] if "--" in argv else argv[1:])
-    if e.code == 1 and any(_HELP_FLAG.fullmatch(arg) for arg in flag_args):
+    if e.code == 1 and _asks_for_help(argv):
       sys.exit(0)
     raise
+  except BrokenPipeError:  # `--help | head`: the reader has all it wanted
+    if not _asks_for_help(argv):
+      raise
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error as Python flushes stdout
+    sys.exit(0)
   except flags.Error as e:  # unknown flag, malformed value
     _exit_with(_one_line(str(e)))
   except UserError as e:  # the config file

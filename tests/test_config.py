@@ -39,6 +39,14 @@ def test_bad_values_name_the_key_and_allowed_values(overrides, message):
     config_lib.validate(_config(**overrides))
 
 
+@pytest.mark.parametrize("seed", [-1, 2 ** 32, 2 ** 63])
+def test_seed_must_be_one_jax_random_key_keeps_whole(seed):
+  config = config_lib.base_config()
+  config.seed = seed
+  with pytest.raises(UserError, match=rf"config\.seed={seed} is not valid: a seed is an integer from 0 to 4294967295"):
+    config_lib.validate(config)
+
+
 def test_global_batch_must_divide_over_devices():
   with pytest.raises(UserError, match=r"divisible by the device count \(8\)"):
     config_lib.validate(_config(train__batch_size=12), num_devices=8)
