@@ -1,4 +1,5 @@
-"""User-facing errors and the wrapper that turns them into one line and an exit code."""
+"""User-facing errors, the seed check every CLI shares, and the wrapper that turns errors into one
+line and an exit code: for bad flags, config files that do not load, and help requests (exit 0)."""
 
 from __future__ import annotations
 
@@ -149,7 +150,7 @@ def _parse_flags(argv: Sequence[str]) -> list[str]:
   code raises, or an override naming a key the config does not have.
   """
   from absl import flags
-  if "config" in flags.FLAGS and not isinstance(flags.FLAGS["config"].parser, _ConfigFileParser):
+  if "config" in flags.FLAGS:
     flags.FLAGS["config"].parser = _ConfigFileParser(flags.FLAGS["config"].parser)
   try:
     return flags.FLAGS(list(argv))

@@ -6,6 +6,8 @@ also take order=, mode= and cval= (default -1, black). Arguments are
 positional or keyword literals; bare words are strings (mode=reflect).
 Ranges are (lo, hi) drawn per example; translate(x, y) is a fraction of the
 size (y < 0: same as x); hflip/vflip always flip unless given p (hflip(p=0.5)).
+A spec holds at most 1000 characters and 16 ops, and every numeric argument a finite range that
+bounds what the program costs; anything else is one UserError, which names the range.
 """
 
 from __future__ import annotations
@@ -126,7 +128,7 @@ def valid_ops() -> str:
 # every alternative of a stage runs on the whole batch) and its parentheses (one level: op(args)).
 MAX_SPEC_LENGTH = 1000
 MAX_SPEC_OPS = 16
-_PIXELS = 4096.0  # shifts and cell sizes beyond the side of the largest image read only its border
+_PIXELS = 4096.0  # bound on shifts and noise cells in pixels: wider than any image read here
 
 # (lo, hi, unit) of every numeric argument: finite, and what images in [-1, 1] and memory allow.
 _RANGES: dict[str, dict[str, tuple[float, float, str]]] = {
@@ -264,12 +266,13 @@ def _check_shape(spec: str) -> None:
 def parse_spec(spec: str) -> Callable[[jax.Array, jax.Array], jax.Array]:
   """Parses a spec string into one jitted op `(key, images) -> images`; raises UserError if invalid."""
   _check_shape(spec)
-  stages = [[t.strip() for t in _split_top(stage, "/")] for stage in _split_top(spec.strip(), "|")] if spec.strip() else []
+  stages = [[t.strip() for t in _split_top(stage, "/")] for stage in _split_top(spec.strip(), "|")
+            ] if spec.strip() else []
   if any(not all(terms) for terms in stages):
     raise UserError(f"empty stage in transform spec {_shown(spec)}; {valid_ops()}")
-  if sum(map(len, stages)) > MAX_SPEC_OPS:
-    raise UserError(f"transform spec {_shown(spec)} has {sum(map(len, stages))} ops: at most {MAX_SPEC_OPS}; "
-                    f"{valid_ops()}")
+  num_ops = sum(map(len, stages))
+  if num_ops > MAX_SPEC_OPS:
+    raise UserError(f"transform spec {_shown(spec)} has {num_ops} ops: at most {MAX_SPEC_OPS}; {valid_ops()}")
   return jax.jit(compose.sequential(*(compose.random_choice(*map(_parse_term, terms)) for terms in stages)))
 
 
