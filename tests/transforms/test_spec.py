@@ -163,11 +163,13 @@ def _in_range_specs(draw) -> str:
         number = (st.integers(int(lo), int(hi)) if isinstance(parameter.default, int)
                   else st.sampled_from([float(lo), float(hi)]) | st.floats(lo, hi))
         arguments.append(f"{name}={draw(number)!r}")
+    if draw(st.booleans()):
+      arguments.append(f"p={draw(st.floats(0, 1))!r}")
     terms.append(f"{op}({', '.join(arguments)})")
   return "|".join(terms)
 
 
-@settings(max_examples=16, deadline=datetime.timedelta(seconds=60), database=None,
+@settings(max_examples=12, deadline=datetime.timedelta(seconds=120), database=None,
           suppress_health_check=[HealthCheck.too_slow])
 @given(spec=st.one_of(st.text(max_size=40), _mutated_specs(), _in_range_specs()),
        shape=st.sampled_from([(2, 9, 8, 3), (2, 1, 1, 1)]))
