@@ -77,7 +77,7 @@ VARIANTS = {
     "b128_lr1e4": ("dcgan_mnist", {**W64_B128, "train.learning_rate": 1e-4, "gan.d_learning_rate": 1e-4}),
     "b256": ("dcgan_mnist", {**W64_B128, "train.batch_size": 256}),
     "w128": ("dcgan_mnist", W128),
-    # Width 128 with an un-normalised D and R1: today's configs/dcgan_mnist.py.
+    # Width 128 with an un-normalised D and R1: what configs/dcgan_mnist.py sets.
     "w128_r1": ("dcgan_mnist", {**W128, **R1_D}),
 }
 # Data efficiency: the first 2,000 images, at width 64 and at width 128 (batch 128), with each D
