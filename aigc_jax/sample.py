@@ -165,7 +165,7 @@ def reconstructions(config: ml_collections.ConfigDict, state: Any, num: int) -> 
   return np.stack([np.asarray(originals), np.asarray(recon)], axis=1).reshape(-1, *originals.shape[1:])
 
 
-def _write(out: str, frames: np.ndarray, ncols: int | None = None) -> None:
+def write_images(out: str, frames: np.ndarray, ncols: int | None = None) -> None:
   """Writes images in [-1,1] as a PNG grid, or as an animated GIF when `out` ends in .gif."""
   if out.lower().endswith(".gif"):
     images.save_gif(out, [images.upscale_for_display(f, 128) for f in images.to_uint8(frames)])
@@ -222,7 +222,7 @@ def run(mode: str, out: str | None, *, workdir: str | None = None, model: str | 
     picture = images.load_image(args["input_path"])
     result = transforms.rule_images(jax.random.key(args["seed"]), jnp.asarray(picture),
                                     args["transform"], args["num"])
-    _write(out, np.asarray(result))
+    write_images(out, np.asarray(result))
     return out
   if mode == "noise":
     from aigc_jax import transforms
@@ -231,7 +231,7 @@ def run(mode: str, out: str | None, *, workdir: str | None = None, model: str | 
                       "3 (RGB) or 4 (RGBA)")
     result = transforms.noise_images(jax.random.key(args["seed"]), args["num"], args["size"],
                                      args["channels"], args["transform"])
-    _write(out, np.asarray(result))
+    write_images(out, np.asarray(result))
     return out
 
   seed_list = parse_seeds(args["seeds"]) if "seeds" in args else []
@@ -244,19 +244,19 @@ def run(mode: str, out: str | None, *, workdir: str | None = None, model: str | 
     print(f"{written} images written, {skipped} already there", file=sys.stderr)
     return outdir
   if mode == "generate":
-    _write(out, np.asarray(generate_grid(config, state, seed_list, args["class_idx"], opts)))
+    write_images(out, np.asarray(generate_grid(config, state, seed_list, args["class_idx"], opts)))
   elif mode == "reconstruct":
-    _write(out, reconstructions(config, state, args["num"]), ncols=2 * int(np.ceil(np.sqrt(args["num"]))))
+    write_images(out, reconstructions(config, state, args["num"]), ncols=2 * int(np.ceil(np.sqrt(args["num"]))))
   elif mode == "interpolate":
     result = interpolation(config, state, seed_list, args["frames"], args["class_idx"], opts)
-    _write(out, np.asarray(result), ncols=args["frames"])
+    write_images(out, np.asarray(result), ncols=args["frames"])
   else:  # trajectory: a GIF whose frames are grids of the seeds' images along the way
     steps = np.asarray(trajectory(config, state, seed_list, args["frames"], args["class_idx"], opts))
     if out.lower().endswith(".gif"):
       images.save_gif(out, [images.upscale_for_display(images.to_uint8(images.make_grid(f)), 128)
                             for f in steps])
     else:
-      _write(out, steps.transpose(1, 0, 2, 3, 4).reshape(-1, *steps.shape[2:]), ncols=args["frames"])
+      write_images(out, steps.transpose(1, 0, 2, 3, 4).reshape(-1, *steps.shape[2:]), ncols=args["frames"])
   return out
 
 

@@ -118,7 +118,7 @@ def test_conditional_sample_with_class_3_is_reproducible(cgan_run, tmp_path):
 def _captured_frames(monkeypatch):
   """Makes sample.run hand its images to a list instead of writing them."""
   frames = []
-  monkeypatch.setattr(sample, "_write", lambda out, images, ncols=None: frames.append(np.asarray(images)))
+  monkeypatch.setattr(sample, "write_images", lambda out, images, ncols=None: frames.append(np.asarray(images)))
   return frames
 
 
@@ -159,7 +159,7 @@ def test_truncation_scales_latents_and_psi_0_gives_one_image(cgan_run, tmp_path)
   out, ref = str(tmp_path / "t.png"), str(tmp_path / "ref.png")
   sample.run("generate", out, workdir=cgan_run, seeds="0-3", class_idx=1, trunc=0.0)
   mean_image = gan.generate(config, state, jnp.zeros((4, config.model.latent_dim)), labels, keys, {})
-  sample._write(ref, np.asarray(mean_image))
+  sample.write_images(ref, np.asarray(mean_image))
   assert np.array_equal(np.asarray(Image.open(out)), np.asarray(Image.open(ref)))
   with pytest.raises(UserError, match="--trunc"):
     sample.run("generate", out, workdir=cgan_run, trunc=1.5)
