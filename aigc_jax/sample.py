@@ -275,7 +275,7 @@ def define_option_flags() -> None:
   definers = {float: flags.DEFINE_float, int: flags.DEFINE_integer, str: flags.DEFINE_string}
   for name, option in option_flags().items():
     takers = [f.name for f in trainers.families().values() if any(o.name == name for o in f.sample_options)]
-    definers[type(option.default)](name, option.default, f"{option.help} (families: {', '.join(takers)})")
+    definers[option.flag_type](name, option.default, f"{option.help} (families: {', '.join(takers)})")
 
 
 def given_options() -> dict[str, Any]:

@@ -268,10 +268,10 @@ def make_train_step(config: ml_collections.ConfigDict) -> Callable:
 
 SAMPLE_OPTIONS = (
     SampleOption("sampler", None, "sampler: edm heun|euler|stochastic, flow heun|euler, "
-                 "ddpm ddim|ancestral (default: config.diffusion.sampler)"),
-    SampleOption("steps", None, "sampler steps (default: config.diffusion.steps)"),
+                 "ddpm ddim|ancestral (default: config.diffusion.sampler)", str),
+    SampleOption("steps", None, "sampler steps (default: config.diffusion.steps)", int),
     SampleOption("guidance", None, "classifier-free guidance weight: 1 the conditional model, "
-                 "0 unconditional, > 1 stronger (default: config.diffusion.guidance)"),
+                 "0 unconditional, > 1 stronger (default: config.diffusion.guidance)", float),
 )
 
 
@@ -293,21 +293,6 @@ def noise(config: ml_collections.ConfigDict, key: jax.Array, num: int) -> jax.Ar
   """`num` draws of the samplers' unit Gaussian initial noise [num, H, W, C] from one key."""
   size, channels = config.data.image_size, config.data.channels
   return flat_random.normal(key, (num, size, size, channels))  # = jax.random.normal's values
-
-
-def image_keys(noise_batch: jax.Array) -> jax.Array:
-  """One key per image, made of the bits of its initial noise: the stochastic samplers' draws
-  then belong to the image, whatever else is in the batch."""
-  words = jax.lax.bitcast_convert_type(noise_batch.reshape(noise_batch.shape[0], -1)[:, :4],
-                                       jnp.uint32)
-
-  def key_of(w):
-    key = jax.random.key(0)
-    for i in range(w.shape[0]):
-      key = jax.random.fold_in(key, w[i])
-    return key
-
-  return jax.vmap(key_of)(words)
 
 
 def _model(config: ml_collections.ConfigDict, state: DiffusionState, labels: jax.Array | None,
@@ -332,11 +317,11 @@ def _model(config: ml_collections.ConfigDict, state: DiffusionState, labels: jax
 
 
 def _sample(config: ml_collections.ConfigDict, state: DiffusionState, noise_batch: jax.Array,
-            labels: jax.Array | None, options: Mapping[str, Any], frames: int | None) -> jax.Array:
+            labels: jax.Array | None, keys: jax.Array, options: Mapping[str, Any],
+            frames: int | None) -> jax.Array:
   s = sample_settings(config, options)
   d = config.diffusion
   model = _model(config, state, labels, s["guidance"])
-  keys = image_keys(noise_batch)
   if d.objective == "edm":
     kw = dict(steps=s["steps"], sigma_min=d.sigma_min, sigma_max=d.sigma_max, rho=d.rho,
               order=1 if s["sampler"] == "euler" else 2, frames=frames)
@@ -354,17 +339,19 @@ def _sample(config: ml_collections.ConfigDict, state: DiffusionState, noise_batc
 
 
 def generate(config: ml_collections.ConfigDict, state: DiffusionState, noise_batch: jax.Array,
-             labels: jax.Array | None, options: Mapping[str, Any]) -> jax.Array:
-  """Samples one image in [-1, 1] from each initial noise (and label), with the EMA weights if on."""
-  return jnp.clip(_sample(config, state, noise_batch, labels, options, None), -1.0, 1.0)
+             labels: jax.Array | None, keys: jax.Array, options: Mapping[str, Any]) -> jax.Array:
+  """Samples one image in [-1, 1] from each initial noise (and label), with the EMA weights if on;
+  `keys` (one per image) drive the stochastic samplers' fresh noise."""
+  return jnp.clip(_sample(config, state, noise_batch, labels, keys, options, None), -1.0, 1.0)
 
 
 def trajectory(config: ml_collections.ConfigDict, state: DiffusionState, noise_batch: jax.Array,
-               labels: jax.Array | None, options: Mapping[str, Any], frames: int) -> jax.Array:
+               labels: jax.Array | None, keys: jax.Array, options: Mapping[str, Any],
+               frames: int) -> jax.Array:
   """[frames, N, H, W, C] in [-1, 1]: the sampler's iterate from the noise to the sample. EDM's
   iterate x = y + sigma n is shown as x / sqrt(1 + sigma^2), the variance-preserving view that
   DDPM's and flow's iterates already are, so its first frames are noise rather than saturated."""
-  xs = _sample(config, state, noise_batch, labels, options, frames)
+  xs = _sample(config, state, noise_batch, labels, keys, options, frames)
   d = config.diffusion
   if d.objective == "edm":
     steps = sample_settings(config, options)["steps"]

@@ -152,10 +152,16 @@ def _seed_noise(config, seeds):
   return jnp.concatenate([diffusion.noise(config, jax.random.key(s), 1) for s in seeds])
 
 
+def _keys_of(noise):
+  """Per-image sampler keys that follow the image: derived from its noise's first value."""
+  words = jax.lax.bitcast_convert_type(noise.reshape(noise.shape[0], -1)[:, 0], jnp.uint32)
+  return jax.vmap(jax.random.key)(words)
+
+
 @functools.partial(jax.jit, static_argnames=("config", "options"))
 def _generate(config, state, noise, labels, options):
   """generate, jitted: a frozen (hashable) config and the options as (name, value) pairs."""
-  return diffusion.generate(config, state, noise, labels, dict(options))
+  return diffusion.generate(config, state, noise, labels, _keys_of(noise), dict(options))
 
 
 def _frozen(config):
@@ -189,7 +195,8 @@ def test_guidance_zero_ignores_the_label_and_weight_one_uses_it():
 def test_the_trajectory_starts_in_noise_and_ends_at_the_sample():
   config, _, state, _, _, _ = trained()
   noise, labels = _seed_noise(config, [1, 2]), jnp.asarray([0, 3])
-  frames = jax.jit(lambda s, n, y: diffusion.trajectory(config, s, n, y, dict(OPTIONS), 3))(state, noise, labels)
+  frames = jax.jit(lambda s, n, y: diffusion.trajectory(config, s, n, y, _keys_of(n), dict(OPTIONS), 3))(
+      state, noise, labels)
   assert frames.shape == (3, 2, 8, 8, 1)
   np.testing.assert_allclose(frames[-1], _generate(_frozen(config), state, noise, labels, OPTIONS), atol=1e-5)
   # sigma_max * noise in the variance-preserving view: the noise itself, up to 1/sqrt(1 + 1/80^2).
