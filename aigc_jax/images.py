@@ -182,7 +182,7 @@ def read_image(source: str | BinaryIO, *, name: str | None = None, channels: int
       width, height = image.size
       if width * height > max_pixels:
         raise UnreadableImage(name, f"{width}x{height} is {width * height:,} pixels, over the limit of "
-                                    f"{max_pixels:,} (a decompression bomb, or set a higher limit)")
+                                    f"{max_pixels:,} (a decompression bomb?)")
       if target_size:
         image.draft(image.mode, (2 * target_size, 2 * target_size))
       image.load()
@@ -216,13 +216,14 @@ def fit_square(image_uint8: np.ndarray, size: int, crop: str) -> np.ndarray:
   """
   from PIL import Image
   h, w, c = image_uint8.shape
-  side = min(h, w) if crop == "center" else None
-  box = (0, 0, w, h) if side is None else ((w - side) // 2, (h - side) // 2,
-                                           (w - side) // 2 + side, (h - side) // 2 + side)
-  if box == (0, 0, size, size):
+  if crop == "center":
+    side = min(h, w)
+    top, left = (h - side) // 2, (w - side) // 2
+    image_uint8 = image_uint8[top:top + side, left:left + side]
+  if image_uint8.shape[:2] == (size, size):
     return image_uint8
   pil = Image.fromarray(image_uint8[..., 0] if c == 1 else image_uint8)
-  out = np.asarray(pil.resize((size, size), Image.Resampling.LANCZOS, box=box))
+  out = np.asarray(pil.resize((size, size), Image.Resampling.LANCZOS))
   return out[..., None] if c == 1 else out
 
 
