@@ -6,17 +6,20 @@ a corrupt file, and files that are not images.
 """
 
 import functools
+import importlib.util
 import os
 import zipfile
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from PIL import Image
 
-from aigc_jax import checkpoints, config as config_lib, images, parallel, train, trainers
+from aigc_jax import checkpoints, config as config_lib, images, models, parallel, train, trainers
 from aigc_jax.data import pipeline
 from aigc_jax.errors import UserError
+from tests.test_train import ROOT
 
 SIZE = 8
 BACKGROUND = (0, 0, 255)
@@ -263,3 +266,24 @@ def test_a_run_on_a_folder_records_its_class_names_in_config_json(photos, tmp_pa
   train.train_and_evaluate(config, str(tmp_path / "run"))
   saved = checkpoints.read_config(str(tmp_path / "run"))
   assert tuple(saved.data.class_names) == ("cats", "dogs")
+
+
+@pytest.mark.parametrize("name, size", [("dcgan_folder128", 128), ("vae_folder128", 128), ("dcgan_folder256", 256)])
+def test_the_folder_configs_need_a_folder_and_build_models_of_their_size(photos, name, size):
+  spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "configs", f"{name}.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config()
+  with pytest.raises(UserError, match="data.folder=None"):
+    config_lib.validate(config)
+  config.data.folder = photos[0]
+  config_lib.validate(config, num_devices=8)
+  x = jnp.zeros((1, size, size, 3))
+  if config.model.family == "gan":
+    generator = models.build_generator(config)
+    z = jnp.zeros((1, config.model.latent_dim))
+    out = jax.eval_shape(functools.partial(generator.init_with_output, train=False), jax.random.key(0), z)[0]
+  else:
+    vae = models.build_vae(config)
+    out = jax.eval_shape(vae.init_with_output, jax.random.key(0), x, jax.random.key(1))[0][0]
+  assert out.shape == x.shape
