@@ -57,13 +57,14 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.on_device = False        # keep the whole preprocessed split on the devices (in-memory splits)
   c.data.synthetic_spec = ""      # synthetic: transform spec applied to the source images
   c.data.synthetic_source = "digits"  # synthetic: "digits" or "noise"
-  c.data.folder = ml_collections.config_dict.placeholder(str)  # image_folder: a folder or .zip of images
-  c.data.labels = "none"          # image_folder: "folders" (first-level subfolders are the classes) | "none"
-  c.data.crop = "center"          # image_folder: "center" (the centre square) | "none" (the whole image, squeezed)
-  c.data.background = "white"     # image_folder: colour transparent pixels are composited on (PIL colour string)
-  c.data.skip_bad_images = False  # image_folder: leave unreadable files out (reported) instead of stopping
-  c.data.max_pixels = images.MAX_PIXELS  # image_folder: larger images are refused unread (decompression bombs)
-  c.data.class_names = ()         # image_folder: set by validate from data.labels='folders', kept in config.json
+  # image_folder (your own images):
+  c.data.folder = ml_collections.config_dict.placeholder(str)  # a folder or .zip of images
+  c.data.labels = "none"          # "folders" (first-level subfolders are the classes) | "none"
+  c.data.crop = "center"          # "center" (the centre square) | "none" (the whole image, squeezed)
+  c.data.background = "white"     # PIL colour that transparent pixels are composited on
+  c.data.skip_bad_images = False  # leave unreadable files out (and say so) instead of stopping
+  c.data.max_pixels = images.MAX_PIXELS  # larger images are refused unread (decompression bombs)
+  c.data.class_names = ()         # set by validate (data.labels='folders'), kept in config.json
 
   c.train = ml_collections.ConfigDict()
   c.train.batch_size = 64         # global, over all devices and processes

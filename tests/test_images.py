@@ -165,3 +165,13 @@ def test_fit_square_crops_the_centre_and_resizes_like_tf_lanczos3_with_antialias
   shrunk = images.fit_square(checker, 8, "none")
   assert shrunk.shape == (8, 8, 1) and np.abs(shrunk.astype(int) - 127.5).max() <= 1
   np.testing.assert_array_equal(images.fit_square(photo[:16, :16], 16, "center"), photo[:16, :16])
+
+
+def test_a_large_jpeg_decoded_for_a_small_size_is_close_to_decoding_it_whole(tmp_path):
+  y, x = np.mgrid[0:768, 0:1024]
+  photo = np.stack([127 + 100 * np.sin(x / 37.0), 127 + 100 * np.cos(y / 23.0), ((x // 50 + y // 50) % 2) * 200],
+                   -1).astype(np.uint8)
+  path = _save(tmp_path / "large.jpg", Image.fromarray(photo), quality=90)
+  whole = images.fit_square(images.read_image(path), 64, "center")
+  drafted = images.fit_square(images.read_image(path, target_size=64), 64, "center")
+  assert np.abs(whole.astype(int) - drafted).mean() < 1
