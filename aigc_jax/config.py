@@ -64,7 +64,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.background = "white"     # PIL colour that transparent pixels are composited on
   c.data.skip_bad_images = False  # leave unreadable files out (and say so) instead of stopping
   c.data.max_pixels = images.MAX_PIXELS  # larger images are refused unread (decompression bombs)
-  c.data.class_names = ()         # set by validate (data.labels='folders'), kept in config.json
+  c.data.class_names = []         # set by validate (data.labels='folders'), kept in config.json
 
   c.train = ml_collections.ConfigDict()
   c.train.batch_size = 64         # global, over all devices and processes
@@ -215,7 +215,8 @@ def _validate_image_folder(data: ml_collections.ConfigDict) -> None:
   files = image_files.list_images(data.folder)
   if not files:
     _fail("data.folder", data.folder, "it holds no PNG, JPEG, WebP or BMP images")
-  data.class_names = image_files.class_names(data.folder, files) if data.labels == "folders" else ()
+  names = image_files.class_names(data.folder, files) if data.labels == "folders" else ()
+  data.class_names = list(names)
 
 
 def dataset_classes(data: ml_collections.ConfigDict) -> int:

@@ -105,7 +105,7 @@ def _all(data_config):
 def test_every_format_and_mode_is_stored_upright_in_rgb_with_its_folder_label(photos, data_dir, capsys):
   root, expected = photos
   config = _config(data_dir, root, skip_bad_images=True)
-  assert config.data.class_names == ("cats", "dogs")
+  assert config.data.class_names == ["cats", "dogs"]
   got, labels = _all(config.data)
   good = sorted(expected)  # sorted paths; the corrupt file is left out
   assert len(got) == len(good) == 8
@@ -150,7 +150,7 @@ def test_a_zip_gives_the_same_dataset_and_unlabelled_folders_give_zeros(photos, 
   np.testing.assert_array_equal(zip_images, folder_images)
   np.testing.assert_array_equal(zip_labels, folder_labels)
   unlabelled = _config(data_dir, root, skip_bad_images=True, labels="none")
-  assert unlabelled.data.class_names == ()
+  assert unlabelled.data.class_names == []
   np.testing.assert_array_equal(_all(unlabelled.data)[1], np.zeros(8))
 
 
@@ -261,7 +261,7 @@ def test_a_run_on_a_folder_records_its_class_names_in_config_json(photos, tmp_pa
                       sample_every=1)
   train.train_and_evaluate(config, str(tmp_path / "run"))
   saved = checkpoints.read_config(str(tmp_path / "run"))
-  assert tuple(saved.data.class_names) == ("cats", "dogs")
+  assert saved.data.class_names == ["cats", "dogs"]
 
 
 @pytest.mark.parametrize("name, size", [("dcgan_folder128", 128), ("vae_folder128", 128), ("dcgan_folder256", 256)])
