@@ -22,7 +22,8 @@ def test_base_config_is_valid():
     ({"model__name": "stylegan9"}, "model.name='stylegan9'"),
     ({"model__family": "stylegan"}, "model.family='stylegan' is not valid: choose one of"),
     ({"data__dataset": "imagenet"}, "choose one of digits"),
-    ({"data__image_size": 48}, "8, 16, 28, 32, 64"),
+    ({"data__image_size": 48}, "8, 16, 28, 32, 64, 128, 256"),
+    ({"data__image_size": 512}, "powers of two from 8 to 256, and 28"),
     ({"train__batch_size": 0}, "train.batch_size=0"),
     ({"train__learning_rate": -1e-3}, "train.learning_rate"),
     ({"gan__loss": "wasserstein"}, "non_saturating"),
@@ -35,6 +36,11 @@ def test_base_config_is_valid():
 def test_bad_values_name_the_key_and_allowed_values(overrides, message):
   with pytest.raises(UserError, match=message.replace(".", r"\.").replace("(", r"\(")):
     config_lib.validate(_config(**overrides))
+
+
+@pytest.mark.parametrize("size", [8, 16, 28, 32, 64, 128, 256])
+def test_every_model_size_is_valid(size):
+  config_lib.validate(_config(data__image_size=size))
 
 
 def test_global_batch_must_divide_over_devices():
