@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from aigc_jax import checkpoints, config as config_lib, data, images, parallel, trainers
+from aigc_jax import checkpoints, config as config_lib, data, generation, images, parallel, trainers
 from aigc_jax.errors import UserError
 
 
@@ -34,11 +34,16 @@ def _check_finite(metrics: dict[str, float], step: int, last_good: int | None) -
                            f"{metrics[bad[0]]}; {kept}")
 
 
-def _write_samples(config, trainer, state, keys, workdir, step, writer) -> str | None:
-  if not hasattr(trainer, "generate"):
+def _due(step: int, every: int, num_steps: int) -> bool:
+  """Whether a periodic action runs after `step`: every `every` steps, and at the end."""
+  return step % every == 0 or step == num_steps
+
+
+def _write_samples(config, family, state, keys, workdir, step, writer) -> str | None:
+  if not family.can("generate"):
     return None
   # Every process takes part in generating (the state spans all of them); only process 0 writes.
-  samples = jax.device_get(trainer.generate(config, state, keys["sample"], config.train.num_sample_images))
+  samples = jax.device_get(generation.from_key(config, state, keys["sample"], config.train.num_sample_images))
   if jax.process_index() != 0:
     return None
   grid = images.make_grid(np.asarray(samples))
@@ -77,7 +82,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Any:
   config_lib.validate(config, jax.device_count())
   if config.data.dataset != "synthetic":
     data.dataset_size(config.data, config.data.split)  # missing data fails before the workdir is touched
-  trainer = trainers.get_trainer(config)
+  family = trainers.get_family(config)
   mesh = parallel.create_mesh()
   keys = trainers.base_keys(config.seed)
   state, state_sharding = trainers.init_sharded_state(config, mesh, keys["init"])
@@ -124,16 +129,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Any:
         hook(step)
       if bar is not None:
         bar.update(k)
-      if step % config.train.log_every == 0 or step % config.train.checkpoint_every == 0 or step == num_steps:
+      checkpoint_now = _due(step, config.train.checkpoint_every, num_steps)
+      if checkpoint_now or _due(step, config.train.log_every, num_steps):
         flush(step)
-      if step % config.train.checkpoint_every == 0 or step == num_steps:
+      if checkpoint_now:
         checkpoints.save(manager, step, state, keys["step"])
         last_good = step
-      if step % config.train.sample_every == 0 or step == num_steps:
-        sample_path = _write_samples(config, trainer, state, keys, workdir, step, writer)
-      if config.train.eval_every and (step % config.train.eval_every == 0 or step == num_steps):
-        from aigc_jax import evaluate  # Evaluation pulls in feature extractors: load only when asked.
-        writer.write_scalars(step, evaluate.evaluate_during_training(config, state, workdir, step))
+      if _due(step, config.train.sample_every, num_steps):
+        sample_path = _write_samples(config, family, state, keys, workdir, step, writer)
+      if config.train.eval_every and _due(step, config.train.eval_every, num_steps):
+        # Evaluation pulls in feature extractors: loaded only when asked for.
+        from aigc_jax.evaluation import scoring
+        writer.write_scalars(step, scoring.evaluate_during_training(config, state, workdir))
 
   if bar is not None:
     bar.close()

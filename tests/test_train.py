@@ -8,7 +8,7 @@ import jax
 import numpy as np
 import pytest
 
-from aigc_jax import checkpoints, sample, train
+from aigc_jax import checkpoints, runs, train
 from aigc_jax.errors import UserError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -24,9 +24,7 @@ def quickstart(**overrides):
   finally:
     sys.path.pop(0)
   config = q.get_config()
-  for key, value in {**TINY, **overrides}.items():
-    section, name = key.split(".")
-    config[section][name] = value
+  config.update_from_flattened_dict({**TINY, **overrides})
   return config
 
 
@@ -55,8 +53,8 @@ def test_resume_in_a_new_process_gives_identical_parameters(run_20_steps, tmp_pa
   train.train_and_evaluate(quickstart(**{"train.num_steps": 10}), workdir)
   rc, _, err = train_cli(workdir, 20)
   assert rc == 0, err
-  _, resumed, step = sample.load_run(workdir)
-  _, uninterrupted, _ = sample.load_run(run_20_steps)
+  _, resumed, step = runs.load_run(workdir)
+  _, uninterrupted, _ = runs.load_run(run_20_steps)
   assert step == 20 and int(resumed.step) == 20
   for a, b in zip(jax.tree.leaves(resumed), jax.tree.leaves(uninterrupted)):
     np.testing.assert_array_equal(a, b)
@@ -123,7 +121,7 @@ def test_divergence_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_p
   with pytest.raises(UserError, match=r"diverged at step 15: .* last good checkpoint \(step 10\)"):
     train.train_and_evaluate(quickstart(**{"train.num_steps": 20, "train.learning_rate": 1e30,
                                            "gan.d_learning_rate": 1e30}), workdir)
-  _, _, step = sample.load_run(workdir)
+  _, _, step = runs.load_run(workdir)
   assert step == 10
 
 
@@ -169,8 +167,8 @@ def test_k_steps_per_dispatch_equal_k_single_steps(run_20_steps, tmp_path):
   every = {"train.log_every": 10, "train.checkpoint_every": 10, "train.sample_every": 10}
   train.train_and_evaluate(quickstart(**{"train.num_steps": 20, "train.steps_per_dispatch": 2,
                                          **every}), workdir)
-  _, scanned, _ = sample.load_run(workdir)
-  _, single, _ = sample.load_run(run_20_steps)
+  _, scanned, _ = runs.load_run(workdir)
+  _, single, _ = runs.load_run(run_20_steps)
   for a, b in zip(jax.tree.leaves(scanned), jax.tree.leaves(single), strict=True):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
 
@@ -179,7 +177,7 @@ def test_on_device_data_trains_to_the_same_parameters(run_20_steps, tmp_path):
   """data.on_device gives the host pipeline's batches, so the run ends in the same state."""
   workdir = str(tmp_path / "on_device")
   train.train_and_evaluate(quickstart(**{"train.num_steps": 20, "data.on_device": True}), workdir)
-  _, on_device, _ = sample.load_run(workdir)
-  _, host, _ = sample.load_run(run_20_steps)
+  _, on_device, _ = runs.load_run(workdir)
+  _, host, _ = runs.load_run(run_20_steps)
   for a, b in zip(jax.tree.leaves(on_device), jax.tree.leaves(host)):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

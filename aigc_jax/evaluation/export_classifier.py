@@ -16,14 +16,14 @@ from aigc_jax.evaluation import features
 
 def export(workdir: str, output: str, step: int | None = None) -> dict[str, float]:
   """Writes the run's params to `output`; returns held-out {"accuracy", "loss", "num_examples"}."""
-  from aigc_jax import data, sample
-  from aigc_jax.trainers import classifier
+  from aigc_jax import data, runs
+  from aigc_jax.evaluation import scoring
 
-  config, state, step = sample.load_run(workdir, step)
+  config, state, step = runs.load_run(workdir, step)
   features.save_lenet_params(output, state.params)
   split = config.data.eval_split
   images, labels = data.load_examples(config.data, split, data.dataset_size(config.data, split))
-  result = classifier.evaluate(config, state, images, labels)
+  result = scoring.held_out_metrics(config, state, images, labels)
   return {**result, "num_examples": len(labels), "step": step}
 
 

@@ -1,11 +1,13 @@
-"""DCGAN generator and discriminator (Radford et al. 2016) for 8, 16, 28, 32 and 64 px.
+"""DCGAN generator and discriminator (Radford et al. 2016) for 28 px and powers of two from 8 to 256.
 
 At 64 px they are the pytorch/examples DCGAN: G maps the latent (a 1x1 map) to
 4x4 x width*8, then doubles the size with 4x4 stride-2 transposed convolutions
 (width*4, *2, *1, channels) with batch norm and ReLU between, tanh at the end;
 D mirrors it with 4x4 stride-2 convolutions, LeakyReLU(0.2), batch norm on all
-but the first, and a 4x4 VALID convolution to one logit. Smaller sizes drop the
-widest stages; 28 px starts from 7x7 (7 -> 14 -> 28). Convolutions have no bias
+but the first, and a 4x4 VALID convolution to one logit. Every size has
+log2(size) - 2 doubling stages from 4x4: smaller sizes drop the widest stages,
+larger ones add wider ones (128 px starts from 4x4 x width*16); 28 px starts
+from 7x7 (7 -> 14 -> 28). Convolutions have no bias
 where batch norm follows (and none anywhere with d_norm="batch", as in the
 example), and weights are initialised N(0, 0.02), batch-norm scales N(1, 0.02).
 
@@ -45,9 +47,9 @@ def stages(image_size: int) -> tuple[int, int]:
   """Returns (smallest feature-map size, number of 2x resolution stages) for an image size."""
   if image_size == 28:
     return 7, 2
-  if image_size in (8, 16, 32, 64):
-    return 4, image_size.bit_length() - 3
-  raise ValueError(f"DCGAN image size must be one of 8, 16, 28, 32, 64; got {image_size}")
+  if 8 <= image_size <= 256 and image_size & (image_size - 1) == 0:
+    return 4, image_size.bit_length() - 3  # 4 * 2**stages == image_size
+  raise ValueError(f"DCGAN image size must be 28 or a power of two from 8 to 256; got {image_size}")
 
 
 def minibatch_stddev(x: jax.Array, group_size: int) -> jax.Array:

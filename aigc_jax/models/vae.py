@@ -1,7 +1,8 @@
 """Convolutional VAE: a strided-conv encoder to (mean, log-variance) and a mirrored decoder.
 
 The encoder halves the resolution with 4x4 stride-2 convolutions (width,
-width*2, ...) down to 4x4 (7x7 at 28 px), flattens, and a dense layer gives the
+width*2, ...) down to 4x4 (7x7 at 28 px; the stages of `dcgan.stages`, any
+power of two from 8 to 256 px), flattens, and a dense layer gives the
 posterior mean and log-variance. The decoder mirrors the DCGAN generator
 (`ConvTransposeFromVector` then `ConvTranspose2x` stages, ReLU between) without
 batch norm, so encode/decode need no mutable state. Its output is per-pixel and
