@@ -37,6 +37,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.width = 32              # base channel count (ngf = ndf for the DCGAN)
   c.model.num_classes = 0         # > 0: class-conditional model
   c.model.d_norm = "batch"        # discriminator normalisation: batch | none | spectral
+  c.model.g_norm = "batch"        # generator normalisation: batch | none
   c.model.d_minibatch_std = 0     # > 0: D sees the feature std over groups of this many examples
 
   c.data = ml_collections.ConfigDict()
@@ -75,6 +76,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.eval_every = 0          # 0: no periodic evaluation
   c.train.eval_num_samples = 2000 # periodic evaluation: generated images per evaluation (capped at the reference split's size)
   c.train.steps_per_dispatch = 1  # > 1: run k steps per jitted call with lax.scan
+  c.train.grad_accum_steps = 1    # > 1: each step's batch as k micro-batches, gradients averaged before one update
+  c.train.fsdp_devices = 1        # > 1: parameters and optimiser states sharded over groups of this many devices
+  c.train.fsdp_min_kib = 1024     # fsdp: state leaves smaller than this (KiB) stay replicated
   c.train.compute_dtype = "float32"
 
   from aigc_jax import trainers  # The families import this module for `fail`.
@@ -95,6 +99,14 @@ def _positive(config: ml_collections.ConfigDict, *keys: str) -> None:
     value = config[section][name]
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
       fail(key, value, "must be a positive number")
+
+
+def _positive_int(config: ml_collections.ConfigDict, *keys: str) -> None:
+  for key in keys:
+    section, name = key.split(".")
+    value = config[section][name]
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+      fail(key, value, "must be a positive integer")
 
 
 def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) -> None:
@@ -123,6 +135,13 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
             "train.learning_rate", "train.log_every", "train.checkpoint_every",
             "train.keep_checkpoints", "train.sample_every", "train.num_sample_images",
             "train.steps_per_dispatch", "train.eval_num_samples", "data.shuffle_buffer")
+  _positive_int(config, "train.grad_accum_steps", "train.fsdp_devices")
+  if config.train.batch_size % config.train.grad_accum_steps:
+    fail("train.grad_accum_steps", config.train.grad_accum_steps,
+         f"must divide train.batch_size ({config.train.batch_size})")
+  min_kib = config.train.fsdp_min_kib
+  if isinstance(min_kib, bool) or not isinstance(min_kib, (int, float)) or min_kib < 0:
+    fail("train.fsdp_min_kib", min_kib, "must be a size in KiB, >= 0")
   k = config.train.steps_per_dispatch
   for key in ("num_steps", "log_every", "checkpoint_every", "sample_every"):
     if config.train[key] % k:
@@ -148,9 +167,24 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
   if config.train.compute_dtype not in COMPUTE_DTYPES:
     fail("train.compute_dtype", config.train.compute_dtype, f"choose one of {', '.join(COMPUTE_DTYPES)}")
   family.validate(config)
-  if num_devices is not None and config.train.batch_size % num_devices:
-    fail("train.batch_size", config.train.batch_size,
-         f"the global batch must be divisible by the device count ({num_devices})")
+  if num_devices is not None:
+    _check_devices(config.train, num_devices)
+
+
+def _check_devices(train: ml_collections.ConfigDict, num_devices: int) -> None:
+  """The train keys that depend on how many devices the run has."""
+  if train.batch_size % num_devices:
+    fail("train.batch_size", train.batch_size,
+          f"the global batch must be divisible by the device count ({num_devices})")
+  if num_devices % train.fsdp_devices:
+    fail("train.fsdp_devices", train.fsdp_devices, f"must divide the device count ({num_devices})")
+  per_device = train.batch_size // num_devices
+  if per_device % train.grad_accum_steps:
+    # Micro-batches are strided (examples i, i + k, ...), so each takes as many examples from every
+    # device's block and none moves between devices.
+    fail("train.grad_accum_steps", train.grad_accum_steps,
+          f"must divide the per-device batch (train.batch_size {train.batch_size} / "
+          f"{num_devices} devices = {per_device})")
 
 
 def _validate_image_folder(data: ml_collections.ConfigDict) -> None:

@@ -83,7 +83,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Any:
   if config.data.dataset != "synthetic":
     data.dataset_size(config.data, config.data.split)  # missing data fails before the workdir is touched
   family = trainers.get_family(config)
-  mesh = parallel.create_mesh()
+  mesh = parallel.create_mesh(fsdp_devices=config.train.fsdp_devices)
   keys = trainers.base_keys(config.seed)
   state, state_sharding = trainers.init_sharded_state(config, mesh, keys["init"])
 

@@ -349,8 +349,7 @@ class DeviceBatches:
     replicated = parallel.replicated(mesh)
     self._images = jax.device_put(images, replicated)
     self._labels = jax.device_put(labels, replicated)
-    self._chunk_sharding = jax.sharding.NamedSharding(
-        mesh, jax.sharding.PartitionSpec(None, parallel.DATA_AXIS))  # [steps, batch]: batch split
+    self._chunk_sharding = parallel.batch_sharded(mesh, batch_axis=1)  # [steps, batch]: batch split
     self._take = jax.jit(_take, out_shardings=parallel.batch_sharded(mesh))
     n, flip = len(images), data_config.random_flip
 
@@ -415,7 +414,7 @@ def _device_batches(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, 
 
 def create_train_iterator(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, *,
                           start_step: int = 0) -> MeshPrefetcher | DeviceBatches:
-  """Global training batches sharded over the mesh's "data" axis, from `start_step` on."""
+  """Global training batches split over every device of the mesh, from `start_step` on."""
   if config.data.on_device:
     return _device_batches(config, mesh, start_step)
   process_count = jax.process_count()

@@ -9,7 +9,9 @@ log2(size) - 2 doubling stages from 4x4: smaller sizes drop the widest stages,
 larger ones add wider ones (128 px starts from 4x4 x width*16); 28 px starts
 from 7x7 (7 -> 14 -> 28). Convolutions have no bias
 where batch norm follows (and none anywhere with d_norm="batch", as in the
-example), and weights are initialised N(0, 0.02), batch-norm scales N(1, 0.02).
+example), and weights are initialised N(0, 0.02), batch-norm scales N(1, 0.02). With
+`norm="none"` G has no batch norm and its hidden convolutions have biases, so each sample depends
+on its own latent alone.
 
 With `norm="spectral"` every D convolution is spectrally normalised
 (`normalization.SpectralConv`, Miyato et al. 2018) and has a bias, and there is no batch norm.
@@ -84,22 +86,27 @@ class Generator(nn.Module):
   latent_dim: int = 100
   width: int = 64
   num_classes: int = 0
+  norm: str = "batch"
   dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, z: jax.Array, labels: jax.Array | None = None, *, train: bool) -> jax.Array:
     """Generates a batch of images from latents."""
     _check_labels(labels, self.num_classes)
+    if self.norm not in ("batch", "none"):
+      raise ValueError(f"norm must be 'batch' or 'none', got {self.norm!r}")
     start, num_stages = stages(self.image_size)
     if self.num_classes:
       z = jnp.concatenate([z, nn.Embed(self.num_classes, self.latent_dim, name="embed")(labels)], -1)
-    x = ConvTransposeFromVector(self.width * 2 ** (num_stages - 1), start, use_bias=False,
+    batch_norm = self.norm == "batch"
+    normalize = (lambda x: _batch_norm(train, self.dtype)(x)) if batch_norm else (lambda x: x)
+    x = ConvTransposeFromVector(self.width * 2 ** (num_stages - 1), start, use_bias=not batch_norm,
                                 dtype=self.dtype, kernel_init=_WEIGHT_INIT)(z)
-    x = nn.relu(_batch_norm(train, self.dtype)(x))
+    x = nn.relu(normalize(x))
     for i in reversed(range(num_stages - 1)):
-      x = ConvTranspose2x(self.width * 2 ** i, use_bias=False, dtype=self.dtype,
+      x = ConvTranspose2x(self.width * 2 ** i, use_bias=not batch_norm, dtype=self.dtype,
                           kernel_init=_WEIGHT_INIT)(x)
-      x = nn.relu(_batch_norm(train, self.dtype)(x))
+      x = nn.relu(normalize(x))
     x = ConvTranspose2x(self.channels, use_bias=False, dtype=self.dtype, kernel_init=_WEIGHT_INIT)(x)
     return jnp.tanh(x).astype(jnp.float32)
 

@@ -79,6 +79,11 @@ class ConvVAE(nn.Module):
   def __call__(self, x: jax.Array, key: jax.Array,
                labels: jax.Array | None = None) -> tuple[jax.Array, jax.Array, jax.Array]:
     """Encodes, samples z = mean + exp(logvar / 2) * eps with `key`, decodes: (out, mean, logvar)."""
+    return self.reconstruct(x, jax.random.normal(key, (x.shape[0], self.latent_dim)), labels)
+
+  def reconstruct(self, x: jax.Array, eps: jax.Array,
+                  labels: jax.Array | None = None) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Encodes, takes z = mean + exp(logvar / 2) * eps for given eps [N, latent_dim], decodes."""
     mean, logvar = self.encode(x, labels)
-    z = mean + jnp.exp(0.5 * logvar) * jax.random.normal(key, mean.shape)
+    z = mean + jnp.exp(0.5 * logvar) * eps
     return self.decode(z, labels), mean, logvar
