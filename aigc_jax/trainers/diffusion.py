@@ -237,20 +237,24 @@ def make_train_step(config: ml_collections.ConfigDict) -> Callable:
 
   def train_step(state: DiffusionState, batch: dict, key: jax.Array) -> tuple[DiffusionState, dict]:
     images = batch["image"]
-    noise_key, dropout_key, label_key = jax.random.split(key, 3)
+    loss_key, label_key = jax.random.split(key)
     labels = None
     if num_classes:
       labels = batch["label"]
       if d.label_dropout > 0:
         labels = guidance.drop_labels(label_key, labels, d.label_dropout, num_classes)
 
-    def loss_fn(params):
+    def loss_fn(params, micro, micro_key):
+      noise_key, dropout_key = jax.random.split(micro_key)
       net = lambda x, noise_labels, class_labels: network.apply(
           {"params": params}, x, noise_labels, class_labels, train=True,
           rngs={"dropout": dropout_key})
-      return jnp.mean(objective_loss(config, net, noise_key, images, labels))
+      return jnp.mean(objective_loss(config, net, noise_key, micro["image"], micro["label"])), {}
 
-    loss, grads = jax.value_and_grad(loss_fn)(state.params)
+    # train.grad_accum_steps micro-batches share one update (common.accumulate_gradients).
+    (loss, _), grads = common.accumulate_gradients(
+        loss_fn, state.params, {"image": images, "label": labels}, config.train.grad_accum_steps,
+        key=loss_key)
     updates, opt_state = opt.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     ema_params = state.ema_params
