@@ -4,6 +4,8 @@
         [--reference=DATASET:SPLIT] [--manual_dir=IDX_FOLDER]
     python -m aigc_jax.evaluate --model=dcgan_mnist --workdir=OUT --reference=mnist_idx:test \
         --manual_dir=IDX_FOLDER --seed=1   # a shipped model, as its model card scores it
+    python -m aigc_jax.evaluate --fake_dir=SAMPLES --reference=REAL_DIR|STATS.npz --features=inception
+    python -m aigc_jax.evaluate --reference=REAL_DIR --save_stats=STATS.npz --features=inception
 
 Samples from the run's checkpoint (or the shipped pretrained `--model`), extracts
 features of generated and reference images (the reference summary is cached in
@@ -16,7 +18,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import sys
 from typing import Any, Callable, Sequence
 
@@ -27,7 +28,7 @@ import numpy as np
 
 from aigc_jax import checkpoints, parallel, trainers
 from aigc_jax.errors import UserError
-from aigc_jax.evaluation import features, pipeline
+from aigc_jax.evaluation import features, pipeline, references
 
 
 def make_generate_fn(config: ml_collections.ConfigDict, state: Any, batch_size: int,
@@ -62,12 +63,14 @@ def default_extractor(config: ml_collections.ConfigDict) -> str:
 def evaluate_run(workdir: str, *, num_samples: int, extractor: str, reference: str | None = None,
                  step: int | None = None, seed: int = 0, batch_size: int = 500,
                  inception_weights: str = features.INCEPTION_WEIGHTS, progress: bool = True,
-                 model: str | None = None, manual_dir: str | None = None) -> dict:
+                 model: str | None = None, manual_dir: str | None = None, resize: str = "pytorch_fid",
+                 repeats: int = 1, reference_size: int | None = None, save_stats: str | None = None) -> dict:
   """Scores the checkpoint at `step` (default: latest) of `workdir`, or the shipped pretrained
   `model` (then `workdir` only receives the outputs); writes and returns metrics.json.
 
   `manual_dir` replaces the reference's IDX folder (data.dataset "mnist_idx"): a shipped model's
-  config names the folder of the machine it was trained on.
+  config names the folder of the machine it was trained on. `repeats` scores sample seeds
+  seed, seed+1, ...; `reference_size` images of the reference (default: all) are summarised.
   """
   from aigc_jax import pretrained, sample
 
@@ -75,7 +78,9 @@ def evaluate_run(workdir: str, *, num_samples: int, extractor: str, reference: s
     raise UserError(f"--num_samples={num_samples}: need at least 2")
   if batch_size < 1:
     raise UserError(f"--batch_size={batch_size}: need at least 1")
-  ex = features.get_extractor(extractor, inception_weights=inception_weights)
+  if repeats < 1:
+    raise UserError(f"--repeats={repeats}: need at least 1")
+  ex = features.get_extractor(extractor, inception_weights=inception_weights, resize=resize)
   if model is None:
     config, state, step = sample.load_run(workdir, step)
   elif step is not None:
@@ -84,23 +89,25 @@ def evaluate_run(workdir: str, *, num_samples: int, extractor: str, reference: s
     config, state = pretrained.load(model)
     step = config.train.num_steps
   generate_fn = make_generate_fn(config, state, batch_size)
-  data_config = pipeline.parse_reference(reference, config.data)
-  if manual_dir is not None:
-    data_config.manual_dir = os.path.abspath(manual_dir)
-  real = pipeline.reference_summary(ex, data_config, num_samples, cache_dir=workdir)
-  bar = _progress_bar(num_samples, "generated images") if progress else None
-  fake, labels = pipeline.generated_summary(ex, generate_fn, jax.random.key(seed), num_samples,
-                                            batch_size=batch_size, num_classes=config.model.num_classes,
-                                            progress=bar.update if bar else None)
+  ref = references.parse(reference, config.data, manual_dir)
+  real = references.load_reference(ex, ref, num=reference_size, cache_dir=workdir, save_stats=save_stats)
+  bar = _progress_bar(num_samples * repeats, "generated images") if progress else None
+  scores = pipeline.score_generator(ex, generate_fn, real, num_samples=num_samples,
+                                    seeds=range(seed, seed + repeats), batch_size=batch_size,
+                                    num_classes=config.model.num_classes, progress=bar.update if bar else None)
   if bar:
     bar.close()
-  result = {"step": step, "features": extractor, "num_samples": num_samples,
-            "reference": f"{data_config.dataset}:{data_config.split}",
-            "metrics": pipeline.compute_metrics(fake, real, labels)}
+  result = {"step": step, "features": extractor, "num_samples": num_samples, "reference": ref.label,
+            **pipeline.reference_fields(ex, real), **scores}
   if model is not None:
     result["model"] = model
-  checkpoints.write_file(checkpoints.join(workdir, "metrics.json"), json.dumps(result, indent=2).encode())
+  write_result(workdir, result)
   return result
+
+
+def write_result(workdir: str, result: dict) -> None:
+  """Writes `result` as `workdir`/metrics.json."""
+  checkpoints.write_file(checkpoints.join(workdir, "metrics.json"), json.dumps(result, indent=2).encode())
 
 
 def _progress_bar(total: int, unit: str):
@@ -108,13 +115,7 @@ def _progress_bar(total: int, unit: str):
   return tqdm(total=total, unit=" " + unit, file=sys.stderr, mininterval=1.0)
 
 
-def format_table(result: dict) -> str:
-  """The metrics as an aligned two-column text table."""
-  rows = [(name, f"{value:.6g}") for name, value in result["metrics"].items()]
-  width = max(len(name) for name, _ in rows)
-  header = (f"{result['model'] + ', ' if 'model' in result else ''}step {result['step']}, "
-            f"{result['num_samples']} samples, {result['features']} features, reference {result['reference']}")
-  return "\n".join([header] + [f"  {name:<{width}}  {value}" for name, value in rows])
+format_table = pipeline.format_table
 
 
 def evaluate_during_training(config: ml_collections.ConfigDict, state: Any, workdir: str,
@@ -146,26 +147,59 @@ def main(argv: Sequence[str]) -> None:
   f = flags.FLAGS
   if f.features not in features.EXTRACTORS:
     raise UserError(f"--features={f.features!r}: choose one of {', '.join(features.EXTRACTORS)}")
-  result = evaluate_run(f.workdir, num_samples=f.num_samples, extractor=f.features,
-                        reference=f.reference, step=f.step, seed=f.seed, batch_size=f.batch_size,
-                        inception_weights=f.inception_weights, model=f.model, manual_dir=f.manual_dir)
+  if f.fake_dir is not None:
+    if f.model or f.step is not None or f.repeats != 1:
+      raise UserError("--fake_dir scores a folder: --model, --step and --repeats apply to a run")
+    ex = features.get_extractor(f.features, inception_weights=f.inception_weights, resize=f.resize)
+    result = pipeline.evaluate_folder(f.fake_dir, f.reference, extractor=ex, reference_size=f.reference_size,
+                                      manual_dir=f.manual_dir, cache_dir=f.workdir, save_stats=f.save_stats)
+    if f.workdir is not None:
+      write_result(f.workdir, result)
+  elif f.workdir is None:
+    if f.save_stats is None:
+      raise UserError("--workdir names the run to score (or where a --model's outputs go); "
+                      "--fake_dir scores a folder instead")
+    ex = features.get_extractor(f.features, inception_weights=f.inception_weights, resize=f.resize)
+    references.save_reference_stats(ex, f.reference, f.save_stats, num=f.reference_size)
+    print(f"wrote {f.save_stats}", file=sys.stderr)
+    return
+  else:
+    result = evaluate_run(f.workdir, num_samples=f.num_samples, extractor=f.features,
+                          reference=f.reference, step=f.step, seed=f.seed, batch_size=f.batch_size,
+                          inception_weights=f.inception_weights, model=f.model, manual_dir=f.manual_dir,
+                          resize=f.resize, repeats=f.repeats, reference_size=f.reference_size,
+                          save_stats=f.save_stats)
+  for line in result["warnings"]:
+    print(f"warning: {line}", file=sys.stderr)
   print(format_table(result))
-  print(f"wrote {checkpoints.join(f.workdir, 'metrics.json')}", file=sys.stderr)
+  if f.workdir is not None:
+    print(f"wrote {checkpoints.join(f.workdir, 'metrics.json')}", file=sys.stderr)
 
 
 def _define_flags() -> None:
   from absl import flags
   from aigc_jax import pretrained
-  flags.DEFINE_string("workdir", None, "Training run directory to evaluate (with --model: where "
-                      "metrics.json and the reference cache go).", required=True)
+  flags.DEFINE_string("workdir", None, "Training run directory to evaluate (with --model or --fake_dir: "
+                      "where metrics.json and the reference cache go).")
+  flags.DEFINE_string("fake_dir", None, "Score this folder of images (e.g. any model's samples) instead "
+                      "of a run; needs --reference.")
   flags.DEFINE_string("model", None, "A shipped pretrained model to evaluate instead of the run in "
                       f"--workdir: {', '.join(pretrained.NAMES)}.")
   flags.DEFINE_string("manual_dir", None, "Folder of the reference's MNIST-format IDX files, for "
                       "--reference=mnist_idx:SPLIT (default: the config's data.manual_dir).")
-  flags.DEFINE_integer("num_samples", 10_000, "Generated (and reference) images.")
+  flags.DEFINE_integer("num_samples", 10_000, "Generated images per seed (a --fake_dir: all its images).")
   flags.DEFINE_string("features", "digits", "Feature extractor: digits (LeNet) or inception.")
-  flags.DEFINE_string("reference", None, "Reference set DATASET:SPLIT (default: the run's "
+  flags.DEFINE_string("reference", None, "Reference: a folder of images, an .npz of mu and sigma "
+                      "(pytorch-fid's, EDM's, clean-fid's) or DATASET:SPLIT (default: the run's "
                       "dataset and data.eval_split).")
+  flags.DEFINE_integer("reference_size", None, "Reference images summarised (default: the whole "
+                       "split or folder).")
+  flags.DEFINE_string("save_stats", None, "Also write the reference's statistics to this .npz in "
+                      "pytorch-fid's format (alone, without --workdir or --fake_dir: only that).")
+  flags.DEFINE_integer("repeats", 1, "Score this many sample seeds (--seed, --seed+1, ...) and report "
+                       "each metric's mean and standard deviation.")
+  flags.DEFINE_enum("resize", "pytorch_fid", ["pytorch_fid", "clean"], "Inception's resize to 299 px: "
+                    "pytorch_fid (bilinear) or clean (clean-fid's antialiased bicubic).")
   flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")
   flags.DEFINE_integer("seed", 0, "PRNG seed for the generated samples.")
   flags.DEFINE_integer("batch_size", 500, "Images generated per jitted call.")
