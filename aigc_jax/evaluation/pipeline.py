@@ -60,8 +60,8 @@ def sample_size_warnings(fake: SetSummary, real: SetSummary) -> list[str]:
   """One line for each set whose covariance is rank-deficient (no more images than feature
   dimensions), and one for a reference that is only a statistics file."""
   dim = fake.stats.mean.shape[0]
-  lines = [f"{s.count} {name} images for {dim}-d features: the covariance has rank at most {s.count - 1}, "
-           "so FID is biased upward; compare FIDs only at equal image counts"
+  lines = [f"{s.count} {name} images for {dim}-d features: the covariance is rank-deficient (rank at most "
+           f"{s.count - 1}) and FID at this count is strongly biased upward; compare FIDs only at equal counts"
            for name, s in (("generated", fake), ("reference", real)) if s.count is not None and s.count <= dim]
   if not real.has_samples:
     lines.append("the reference is a statistics file (mu, sigma): only FID and the generated-only "

@@ -94,35 +94,33 @@ def _broadcast_name(name: str) -> str:
   return bytes(got).rstrip(b"\0").decode()
 
 
+def _read_or_compute(path: str, compute: Callable[[], SetSummary]) -> SetSummary:
+  cached = checkpoints.read_file(path)
+  if cached is not None:
+    return SetSummary.from_bytes(cached)
+  summary = compute()
+  checkpoints.write_file(path, summary.to_bytes())
+  return summary
+
+
 def shared_summary(cache_dir: str | None, describe: Callable[[], str],
                    compute: Callable[[], SetSummary]) -> SetSummary:
   """The summary cached in `cache_dir` as `describe()`, computed by `compute()` and written if absent.
 
   With several processes, process 0 alone names, computes and writes it; the others wait for
-  the name from process 0 (broadcast after the file is written) and read the file, so the
-  cache folder must be shared (as the workdir already is for checkpoints).
+  the name from process 0 (broadcast once the file is written) and read the file, so the
+  cache folder must be shared (as the workdir already is for checkpoints). Without a cache
+  folder every process computes its own.
   """
   if cache_dir is None:
     return compute()
   if jax.process_count() == 1:
-    path = checkpoints.join(cache_dir, describe())
-    cached = checkpoints.read_file(path)
-    if cached is not None:
-      return SetSummary.from_bytes(cached)
-    summary = compute()
-    checkpoints.write_file(path, summary.to_bytes())
-    return summary
+    return _read_or_compute(checkpoints.join(cache_dir, describe()), compute)
   summary, failure, name = None, None, ""
   if jax.process_index() == 0:
     try:
       name = describe()
-      path = checkpoints.join(cache_dir, name)
-      cached = checkpoints.read_file(path)
-      if cached is not None:
-        summary = SetSummary.from_bytes(cached)
-      else:
-        summary = compute()
-        checkpoints.write_file(path, summary.to_bytes())
+      summary = _read_or_compute(checkpoints.join(cache_dir, name), compute)
     except UserError as e:
       failure, name = e, ""
   name = _broadcast_name(name)

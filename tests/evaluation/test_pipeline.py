@@ -220,6 +220,6 @@ def test_a_warning_line_when_images_are_no_more_than_feature_dimensions(digits, 
   few = pipeline.summarize(extractor, [images[1000:1128]])  # 128 images, 128-d features
   enough = pipeline.summarize(extractor, [images[1000:1129]])
   [line] = pipeline.sample_size_warnings(few, real)
-  assert line.startswith("128 generated images for 128-d features: the covariance has rank at most 127")
+  assert line.startswith("128 generated images for 128-d features: the covariance is rank-deficient (rank at most 127)")
   assert pipeline.sample_size_warnings(enough, real) == []
   assert len(pipeline.sample_size_warnings(few, few)) == 2

@@ -2,6 +2,9 @@
 
 import glob
 import os
+import socket
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -165,6 +168,49 @@ def test_process_0_alone_computes_and_writes_the_cache(tmp_path, digits_uint8, e
   os.remove(os.path.join(cache, written))
   with pytest.raises(UserError, match="process 1 cannot read .* written by process 0: the workdir must be shared"):
     references.folder_summary(extractor, real_dir, cache_dir=cache)
+
+
+_WORKER = """
+import os, sys
+import jax
+jax.distributed.initialize(coordinator_address=sys.argv[1], num_processes=2, process_id=int(sys.argv[2]))
+from aigc_jax.evaluation import features, references
+folder, cache = sys.argv[3], sys.argv[4]
+if jax.process_index() == 1:
+  references.summarize = lambda *a, **k: sys.exit("process 1 summarised the reference")
+  references.image_folder.files_digest = lambda *a, **k: sys.exit("process 1 hashed the reference")
+summary = references.folder_summary(features.digits_extractor(batch_size=64), folder, cache_dir=cache)
+print("summary", jax.process_index(), summary.count, repr(float(summary.stats.cov.sum())), os.listdir(cache))
+"""
+
+
+def test_two_real_processes_share_one_cache_file(tmp_path, digits_uint8):
+  """jax.distributed over 127.0.0.1 (gloo): process 1 reads what process 0 wrote, never the images."""
+  real_dir = _write_folder(tmp_path / "real", digits_uint8[:150])
+  cache = tmp_path / "cache"
+  cache.mkdir()
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+  env = {**os.environ, "JAX_PLATFORMS": "cpu", "JAX_CPU_COLLECTIVES_IMPLEMENTATION": "gloo",
+         "XLA_FLAGS": "--xla_force_host_platform_device_count=1",
+         "PYTHONPATH": os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))}
+  procs = [subprocess.Popen([sys.executable, "-c", _WORKER, f"127.0.0.1:{port}", str(i), real_dir, str(cache)],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+           for i in range(2)]
+  lines = []
+  for proc in procs:
+    try:
+      out, _ = proc.communicate(timeout=240)
+    except subprocess.TimeoutExpired:
+      for p in procs:
+        p.kill()
+      pytest.fail("the two processes hung")
+    assert proc.returncode == 0, out[-2000:]
+    lines.append([line for line in out.splitlines() if line.startswith("summary")][-1].split(" ", 2))
+  [written] = os.listdir(cache)
+  assert [line[:2] for line in lines] == [["summary", "0"], ["summary", "1"]]
+  assert lines[0][2] == lines[1][2] and written in lines[1][2] and lines[0][2].startswith("150 ")
 
 
 def test_a_failure_on_process_0_reaches_every_process(tmp_path, extractor, monkeypatch):
