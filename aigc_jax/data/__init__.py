@@ -2,11 +2,12 @@
 
 Importing this package registers the builders with TFDS. `create_train_iterator` gives
 sharded global training batches with exact resume; `load_images` / `load_examples` give the
-first images of a split for evaluation; `dataset_size` counts a split.
+first images of a split for evaluation, `reference_batches` streams them and `split_digest`
+hashes the records they come from; `dataset_size` counts a split.
 """
 
 from aigc_jax.data.pipeline import (create_train_iterator, dataset_size, load_examples,
-                                    load_images, local_batches)
+                                    load_images, local_batches, reference_batches, split_digest)
 
 __all__ = ["create_train_iterator", "dataset_size", "load_examples", "load_images",
-           "local_batches"]
+           "local_batches", "reference_batches", "split_digest"]

@@ -17,6 +17,7 @@ processes, process 0 prepares it and the others wait, then read what it wrote.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import queue
 import sys
@@ -449,6 +450,47 @@ def load_examples(data_config: ml_collections.ConfigDict, split: str,
 def load_images(data_config: ml_collections.ConfigDict, split: str, num: int) -> np.ndarray:
   """The first `num` images of a split, float32 [num,H,W,C] in [-1,1], unshuffled."""
   return load_examples(data_config, split, num)[0]
+
+
+def reference_batches(data_config: ml_collections.ConfigDict, split: str, num: int | None = None,
+                      batch_size: int = 1000) -> Iterator[np.ndarray]:
+  """The first `num` images of a split (default: all of it), unshuffled, as float32 batches in [-1,1].
+
+  Streamed, so a whole split is never held in memory at once.
+  """
+  if data_config.dataset == "synthetic":
+    if num is None:
+      raise UserError("data.dataset='synthetic' is an endless stream; state the number of reference images")
+    yield load_images(data_config, split, num)
+    return
+  builder = _builder(data_config)
+  available = _num_examples(builder, split)
+  num = available if num is None else num
+  if not 0 < num <= available:
+    raise UserError(f"cannot take {num} images from split {split!r} of {builder.name!r}: "
+                    f"it holds {available}")
+  size, channels = data_config.image_size, data_config.channels
+  images = (builder.as_dataset(split=split, shuffle_files=False).take(num).batch(batch_size)
+            .map(lambda examples: preprocess(examples["image"], size, channels)))
+  yield from images.as_numpy_iterator()
+
+
+def split_digest(data_config: ml_collections.ConfigDict, split: str) -> str:
+  """SHA-256 of the prepared records a split is read from and of how its images are preprocessed.
+
+  A changed source (another IDX folder's files, a re-prepared dataset) changes the records.
+  """
+  if data_config.dataset == "synthetic":
+    raise UserError("data.dataset='synthetic' has no prepared files")
+  builder = _builder(data_config)
+  _num_examples(builder, split)  # one line for an unknown split
+  h = hashlib.sha256(f"{builder.info.full_name}|{split}|{data_config.image_size}|{data_config.channels}".encode())
+  for instruction in builder.info.splits[split].file_instructions:
+    h.update(f"|{instruction.filename.rsplit('/', 1)[-1]}:{instruction.skip}:{instruction.take}|".encode())
+    with tf.io.gfile.GFile(instruction.filename, "rb") as f:
+      for chunk in iter(lambda: f.read(1 << 20), b""):
+        h.update(chunk)
+  return h.hexdigest()
 
 
 def dataset_size(data_config: ml_collections.ConfigDict, split: str) -> int:

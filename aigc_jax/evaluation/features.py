@@ -2,13 +2,16 @@
 
 "digits": the LeNet digit classifier shipped in `aigc_jax/weights/` (penultimate
 128-d features; Gram matrices of its last conv layer). "inception": the FID
-Inception-v3 (pool3 2048-d; Gram matrices of Mixed_6e), from a converted local file.
+Inception-v3 (pool3 2048-d; Gram matrices of Mixed_6e), from a converted local file,
+with pytorch-fid's or clean-fid's resize to 299 px. Each extractor carries a
+fingerprint of its name, resize rule and weights, which keys cached reference statistics.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import io
 import os
 from typing import Any, Callable
@@ -33,10 +36,27 @@ class Extractor:
   """`apply(images, valid)` -> {"features" [B,D], "logits" [B,K], "gram_sum" [C,C]}.
 
   `valid` [B] marks real rows of a padded batch; only they enter the Gram sum.
+  `channels`: what image files are converted to for it (1: "L", 3: "RGB").
+  `fingerprint`: name, resize rule and a hash of the weights.
+  `resize`: the Inception's rule to 299 px (`inception.RESIZE_MODES`); None for the digits.
   """
   name: str
   apply: Callable[[jax.Array, jax.Array], dict[str, jax.Array]]
   batch_size: int
+  channels: int
+  feature_dim: int
+  fingerprint: str
+  resize: str | None = None
+
+
+def weights_digest(flat: dict[str, Any]) -> str:
+  """SHA-256 over flat variables' names, dtypes, shapes and bytes (file-format independent)."""
+  h = hashlib.sha256()
+  for name in sorted(flat):
+    value = np.ascontiguousarray(flat[name])
+    h.update(f"{name}:{value.dtype.str}:{value.shape};".encode())
+    h.update(value.tobytes())
+  return h.hexdigest()
 
 
 def _gram_sum(maps: jax.Array, valid: jax.Array) -> jax.Array:
@@ -68,6 +88,7 @@ def digits_extractor(params: Any | None = None, batch_size: int = 1000) -> Extra
   """The LeNet extractor (shipped weights unless `params` are given); any digit size works."""
   params = load_lenet_params() if params is None else params
   model = LeNet(num_classes=params["fc2"]["kernel"].shape[-1])
+  digest = weights_digest(inception.flatten_variables(params))
 
   @jax.jit
   def apply(images, valid):
@@ -75,14 +96,18 @@ def digits_extractor(params: Any | None = None, batch_size: int = 1000) -> Extra
     return {"features": out["features"], "logits": out["logits"],
             "gram_sum": _gram_sum(out["conv"], valid)}
 
-  return Extractor("digits", apply, batch_size)
+  return Extractor("digits", apply, batch_size, channels=1,
+                   feature_dim=int(params["fc1"]["kernel"].shape[-1]), fingerprint=f"digits-{digest}")
 
 
-def inception_extractor(path: str = INCEPTION_WEIGHTS, batch_size: int = 50,
+def inception_extractor(path: str = INCEPTION_WEIGHTS, batch_size: int = 50, resize: str = "pytorch_fid",
                         resize_to: int = inception.FID_SIZE) -> Extractor:
-  """The FID Inception extractor from converted weights at `path`."""
+  """The FID Inception extractor from converted weights at `path`, resizing by rule `resize`."""
+  if resize not in inception.RESIZE_MODES:
+    raise UserError(f"--resize={resize!r}: choose one of {', '.join(inception.RESIZE_MODES)}")
   variables = inception.load_variables(path)
-  model = inception.InceptionV3FID(resize_to)
+  digest = weights_digest(inception.flatten_variables(variables))
+  model = inception.InceptionV3FID(resize_to, resize)
 
   @functools.partial(jax.jit, compiler_options=parallel.compiler_options(jax.default_backend()))
   def apply(images, valid):
@@ -90,13 +115,22 @@ def inception_extractor(path: str = INCEPTION_WEIGHTS, batch_size: int = 50,
     return {"features": out["pool"], "logits": out["logits"],
             "gram_sum": _gram_sum(out["mixed_6e"], valid)}
 
-  return Extractor("inception", apply, batch_size)
+  return Extractor("inception", apply, batch_size, channels=3, feature_dim=inception.NUM_FEATURES,
+                   fingerprint=f"inception-{resize}-{resize_to}px-{digest}", resize=resize)
 
 
-def get_extractor(name: str, *, inception_weights: str = INCEPTION_WEIGHTS) -> Extractor:
-  """The extractor called `name` ("digits" or "inception"); UserError for anything else."""
+def get_extractor(name: str, *, inception_weights: str = INCEPTION_WEIGHTS,
+                  resize: str = "pytorch_fid") -> Extractor:
+  """The extractor called `name` ("digits" or "inception"); UserError for anything else.
+
+  `resize` picks the Inception's rule to 299 px; the digits features always resize bilinearly
+  to 28 px, so for them only the default is accepted.
+  """
   if name == "digits":
+    if resize != "pytorch_fid":
+      raise UserError(f"--resize={resize!r} applies to the inception features; the digits features "
+                      "resize bilinearly to 28 px")
     return digits_extractor()
   if name == "inception":
-    return inception_extractor(os.path.expanduser(inception_weights))
+    return inception_extractor(os.path.expanduser(inception_weights), resize=resize)
   raise UserError(f"unknown feature extractor {name!r}; choose one of {', '.join(EXTRACTORS)}")

@@ -3,6 +3,8 @@
 Module names follow the PyTorch state dict ("Mixed_5b.branch1x1.conv.weight"),
 so converting weights is a renaming plus transposes (`convert_inception`).
 Outputs: the 2048-d pool3 features, the 1008 logits, and Mixed_6e (for style).
+Inputs reach 299 px by one of two tools' rules (`RESIZE_MODES`): pytorch-fid's
+bilinear interpolation or clean-fid's antialiased bicubic.
 """
 
 from __future__ import annotations
@@ -21,8 +23,51 @@ from aigc_jax.models.lenet import resize_bilinear
 
 FID_SIZE = 299
 NUM_LOGITS = 1008
+NUM_FEATURES = 2048
+# pytorch_fid: F.interpolate(bilinear, align_corners=False), no antialiasing (pytorch-fid, torch-fidelity
+# without its TF mode). clean: clean-fid's PIL bicubic of each channel as a float image, antialiased
+# when shrinking, clipped to the pixel range.
+RESIZE_MODES = ("pytorch_fid", "clean")
 CONVERT_COMMAND = ("python -m aigc_jax.evaluation.convert_inception "
                    "--input=pt_inception-2015-12-05-6726825d.pth --output={path}")
+
+
+def bicubic_resize_matrix(in_size: int, out_size: int) -> np.ndarray:
+  """[out, in] weights of PIL's BICUBIC resize (Keys' cubic, a = -0.5), antialiased when shrinking.
+
+  PIL's rule: output pixel i samples the input at (i + 0.5) * in / out; the kernel is widened
+  by the shrink factor (not when growing) and its taps are renormalised to sum to 1. Computed
+  in float64: positions rounded to float32 (as `jax.image.resize` computes them) move a
+  299 px resize's output by up to 0.005 of 255.
+  """
+  scale = in_size / out_size
+  stretch = max(scale, 1.0)
+  centre = (np.arange(out_size) + 0.5) * scale
+  x = np.abs(np.arange(in_size)[None, :] + 0.5 - centre[:, None]) / stretch
+  a = -0.5
+  weights = np.where(x < 1, ((a + 2) * x - (a + 3)) * x * x + 1,
+                     np.where(x < 2, ((a * x - 5 * a) * x + 8 * a) * x - 4 * a, 0.0))
+  return (weights / weights.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+def resize_clean(images: jax.Array, height: int, width: int) -> jax.Array:
+  """Resizes NHWC images in [-1, 1] like clean-fid: PIL BICUBIC of each channel as a float image,
+  clipped to the pixel range (0..255 there, [-1, 1] here: the affine map commutes with both)."""
+  if images.shape[1:3] == (height, width):
+    return images
+  wh = jnp.asarray(bicubic_resize_matrix(images.shape[1], height))
+  ww = jnp.asarray(bicubic_resize_matrix(images.shape[2], width))
+  out = jnp.einsum("yh,xw,bhwc->byxc", wh, ww, images, precision=jax.lax.Precision.HIGHEST)
+  return jnp.clip(out, -1.0, 1.0)
+
+
+def resize(images: jax.Array, mode: str, size: int) -> jax.Array:
+  """Resizes NHWC images to `size` x `size` by the rule `mode` names (one of `RESIZE_MODES`)."""
+  if mode == "pytorch_fid":
+    return resize_bilinear(images, size, size)
+  if mode == "clean":
+    return resize_clean(images, size, size)
+  raise UserError(f"unknown resize mode {mode!r}; choose one of {', '.join(RESIZE_MODES)}")
 
 
 class BasicConv(nn.Module):
@@ -136,17 +181,18 @@ class InceptionE(nn.Module):
 class InceptionV3FID(nn.Module):
   """Images in [-1, 1] (1 or 3 channels, any size) -> {"pool", "logits", "mixed_6e"}.
 
-  Inputs are resized bilinearly to `resize_to` (299 for FID) exactly as
-  pytorch-fid does (align_corners=False, no anti-aliasing); gray is repeated to RGB.
+  Gray is repeated to RGB, then inputs are resized to `resize_to` (299 for FID) by the
+  rule `resize_mode` names (see `RESIZE_MODES`).
   """
   resize_to: int = FID_SIZE
+  resize_mode: str = "pytorch_fid"
 
   @nn.compact
   def __call__(self, images: jax.Array) -> dict[str, jax.Array]:
     x = images.astype(jnp.float32)
     if x.shape[-1] == 1:
       x = jnp.repeat(x, 3, axis=-1)
-    x = resize_bilinear(x, self.resize_to, self.resize_to)
+    x = resize(x, self.resize_mode, self.resize_to)
     x = BasicConv(32, (3, 3), strides=2, name="Conv2d_1a_3x3")(x)
     x = BasicConv(32, (3, 3), name="Conv2d_2a_3x3")(x)
     x = BasicConv(64, (3, 3), padding=(1, 1), name="Conv2d_2b_3x3")(x)

@@ -128,6 +128,14 @@ class FeatureStats:
     return (self.outer - self.count * np.outer(m, m)) / (self.count - 1)
 
 
+@dataclasses.dataclass(frozen=True)
+class FeatureMoments:
+  """A mean and covariance given as such (a statistics file), with the image count if known."""
+  mean: np.ndarray
+  cov: np.ndarray
+  count: int | None = None
+
+
 def _sqdist(x: jax.Array, y: jax.Array) -> jax.Array:
   xx = jnp.sum(x * x, axis=1)[:, None]
   yy = jnp.sum(y * y, axis=1)[None, :]

@@ -9,7 +9,6 @@ families that generate get the generator metrics, families that classify get hel
 from __future__ import annotations
 
 import json
-import os
 import sys
 from typing import Any, Mapping
 
@@ -21,7 +20,7 @@ import optax
 
 from aigc_jax import checkpoints, generation, runs, trainers
 from aigc_jax.errors import UserError, check_seed
-from aigc_jax.evaluation import features, pipeline
+from aigc_jax.evaluation import features, pipeline, references
 
 
 def default_extractor(config: ml_collections.ConfigDict) -> str:
@@ -47,54 +46,67 @@ def held_out_metrics(config: ml_collections.ConfigDict, state: Any, images, labe
 
 def evaluate_model(config: ml_collections.ConfigDict, state: Any, *, num_samples: int,
                    extractor: str | features.Extractor, reference: str | None = None,
-                   manual_dir: str | None = None, seed: int = 0, batch_size: int = 500,
+                   manual_dir: str | None = None, seed: int = 0, repeats: int = 1, batch_size: int = 500,
+                   reference_size: int | None = None, save_stats: str | None = None,
                    options: Mapping[str, Any] | None = None, cache_dir: str | None = None,
                    progress: bool = False) -> dict:
-  """Generator metrics of `num_samples` images from `state` against the reference set.
+  """Generator metrics of `num_samples` images from `state` (per sample seed: seed, seed + 1, ...
+  for `repeats` seeds) against the reference.
 
-  `reference` is "DATASET:SPLIT" (default: the run's dataset and eval split); `manual_dir`
-  replaces its IDX folder; `options` are the family's sampling options.
+  `reference` is a folder, an .npz of statistics or "DATASET:SPLIT" (default: the run's dataset
+  and eval split), all of it unless `reference_size` says; `manual_dir` replaces its IDX folder;
+  `save_stats` also writes its statistics (pytorch-fid's format); `options` are the family's
+  sampling options. Generated images are scored as their saved PNGs would be (uint8).
   """
   if num_samples < 2:
     raise UserError(f"--num_samples={num_samples}: need at least 2")
   if batch_size < 1:
     raise UserError(f"--batch_size={batch_size}: need at least 1")
+  if repeats < 1:
+    raise UserError(f"--repeats={repeats}: need at least 1")
   check_seed("--seed", seed)
+  check_seed("--seed", seed + repeats - 1)
   if isinstance(extractor, str):
     extractor = features.get_extractor(extractor)
   generate_fn = generation.batch_generator(config, state, batch_size, options)
-  data_config = pipeline.parse_reference(reference, config.data)
-  if manual_dir is not None:
-    data_config.manual_dir = os.path.abspath(manual_dir)
-  real = pipeline.reference_summary(extractor, data_config, num_samples, cache_dir=cache_dir)
-  bar = _progress_bar(num_samples, "generated images") if progress else None
-  fake, labels = pipeline.generated_summary(extractor, generate_fn, jax.random.key(seed), num_samples,
-                                            batch_size=batch_size, num_classes=config.model.num_classes,
-                                            progress=bar.update if bar else None)
+  ref = references.parse(reference, config.data, manual_dir)
+  real = references.load_reference(extractor, ref, num=reference_size, cache_dir=cache_dir,
+                                   save_stats=save_stats)
+  bar = _progress_bar(num_samples * repeats, "generated images") if progress else None
+  scores = pipeline.score_generator(extractor, generate_fn, real, num_samples=num_samples,
+                                    seeds=range(seed, seed + repeats), batch_size=batch_size,
+                                    num_classes=config.model.num_classes,
+                                    progress=bar.update if bar else None)
   if bar:
     bar.close()
-  return {"features": extractor.name, "num_samples": num_samples,
-          "reference": f"{data_config.dataset}:{data_config.split}",
-          "metrics": pipeline.compute_metrics(fake, real, labels)}
+  return {"features": extractor.name, "num_samples": num_samples, "reference": ref.label,
+          **pipeline.reference_fields(extractor, real), **scores}
 
 
 def evaluate_run(workdir: str, *, num_samples: int, extractor: str, reference: str | None = None,
-                 step: int | None = None, seed: int = 0, batch_size: int = 500,
-                 inception_weights: str = features.INCEPTION_WEIGHTS, progress: bool = True,
-                 model: str | None = None, manual_dir: str | None = None,
+                 step: int | None = None, seed: int = 0, repeats: int = 1, batch_size: int = 500,
+                 inception_weights: str = features.INCEPTION_WEIGHTS, resize: str = "pytorch_fid",
+                 reference_size: int | None = None, save_stats: str | None = None,
+                 progress: bool = True, model: str | None = None, manual_dir: str | None = None,
                  options: Mapping[str, Any] | None = None) -> dict:
   """Scores the checkpoint at `step` (default: latest) of `workdir`, or the shipped pretrained
   `model` (then `workdir` only receives the outputs); writes and returns metrics.json."""
-  ex = features.get_extractor(extractor, inception_weights=inception_weights)
+  ex = features.get_extractor(extractor, inception_weights=inception_weights, resize=resize)
   config, state, step = runs.load(None if model else workdir, model, step)
   trainers.require(trainers.get_family(config), "generate", "generate images to score")
   result = {"step": step, **evaluate_model(
       config, state, num_samples=num_samples, extractor=ex, reference=reference, manual_dir=manual_dir,
-      seed=seed, batch_size=batch_size, options=options, cache_dir=workdir, progress=progress)}
+      seed=seed, repeats=repeats, batch_size=batch_size, reference_size=reference_size,
+      save_stats=save_stats, options=options, cache_dir=workdir, progress=progress)}
   if model is not None:
     result["model"] = model
-  checkpoints.write_file(checkpoints.join(workdir, "metrics.json"), json.dumps(result, indent=2).encode())
+  write_result(workdir, result)
   return result
+
+
+def write_result(workdir: str, result: dict) -> None:
+  """Writes `result` as `workdir`/metrics.json."""
+  checkpoints.write_file(checkpoints.join(workdir, "metrics.json"), json.dumps(result, indent=2).encode())
 
 
 def _progress_bar(total: int, unit: str):
@@ -102,13 +114,7 @@ def _progress_bar(total: int, unit: str):
   return tqdm(total=total, unit=" " + unit, file=sys.stderr, mininterval=1.0)
 
 
-def format_table(result: dict) -> str:
-  """The metrics as an aligned two-column text table."""
-  rows = [(name, f"{value:.6g}") for name, value in result["metrics"].items()]
-  width = max(len(name) for name, _ in rows)
-  header = (f"{result['model'] + ', ' if 'model' in result else ''}step {result['step']}, "
-            f"{result['num_samples']} samples, {result['features']} features, reference {result['reference']}")
-  return "\n".join([header] + [f"  {name:<{width}}  {value}" for name, value in rows])
+format_table = pipeline.format_table
 
 
 def evaluate_during_training(config: ml_collections.ConfigDict, state: Any, workdir: str) -> dict[str, float]:
@@ -122,8 +128,10 @@ def evaluate_during_training(config: ml_collections.ConfigDict, state: Any, work
   if family.can("generate"):
     state = jax.device_get(state)
     num = min(config.train.eval_num_samples, data.dataset_size(config.data, split))
+    # A synthetic stream has no end: its reference is as many images as are generated.
+    size = num if config.data.dataset == "synthetic" else None
     result = evaluate_model(config, state, num_samples=num, extractor=default_extractor(config),
-                            seed=config.seed, cache_dir=workdir)["metrics"]
+                            seed=config.seed, reference_size=size, cache_dir=workdir)["metrics"]
   elif family.can("classify"):
     x, y = data.load_examples(config.data, split, data.dataset_size(config.data, split))
     result = held_out_metrics(config, state, x, y)

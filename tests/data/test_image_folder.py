@@ -16,9 +16,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from aigc_jax import checkpoints, config as config_lib, images, models, parallel, train, trainers
+from aigc_jax import checkpoints, config as config_lib, images, parallel, train, trainers
 from aigc_jax.data import pipeline
 from aigc_jax.errors import UserError
+from aigc_jax.trainers import gan, vae as vae_family
 from tests.test_train import ROOT
 
 SIZE = 8
@@ -213,8 +214,8 @@ def _random_state(config, mesh):
   Compiling a jitted init costs far more than a step at 128 px (threefry, per layer); the step
   is what is tested here.
   """
-  trainer = trainers.get_trainer(config)
-  shapes = jax.eval_shape(functools.partial(trainer.init_state, config), jax.random.key(0))
+  family = trainers.get_family(config)
+  shapes = jax.eval_shape(functools.partial(family.init_state, config), jax.random.key(0))
   rng = np.random.default_rng(0)
 
   def draw(path, leaf):
@@ -276,10 +277,10 @@ def test_the_folder_configs_need_a_folder_and_build_models_of_their_size(photos,
   config_lib.validate(config, num_devices=8)
   x = jnp.zeros((1, size, size, 3))
   if config.model.family == "gan":
-    generator = models.build_generator(config)
+    generator = gan.build_generator(config)
     z = jnp.zeros((1, config.model.latent_dim))
     out = jax.eval_shape(functools.partial(generator.init_with_output, train=False), jax.random.key(0), z)[0]
   else:
-    vae = models.build_vae(config)
+    vae = vae_family.build_vae(config)
     out = jax.eval_shape(vae.init_with_output, jax.random.key(0), x, jax.random.key(1))[0][0]
   assert out.shape == x.shape

@@ -1,12 +1,14 @@
-"""FID Inception: resize rule, shapes with random weights, weight loading and the .pth converter."""
+"""FID Inception: both resize rules, shapes with random weights, weight loading and the .pth converter."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from PIL import Image
 
+from aigc_jax import images
 from aigc_jax.errors import UserError
-from aigc_jax.evaluation import convert_inception, inception
+from aigc_jax.evaluation import convert_inception, features, inception
 from aigc_jax.models.lenet import resize_bilinear, resize_matrix
 
 
@@ -32,6 +34,40 @@ def test_resize_matches_loop_reference(in_hw, out_hw):
   image = np.random.default_rng(0).uniform(-1, 1, size=in_hw + (2,))
   got = resize_bilinear(jnp.asarray(image[None], jnp.float32), *out_hw)[0]
   np.testing.assert_allclose(got, _resize_reference(image, *out_hw), atol=1e-5)
+
+
+def test_pytorch_fid_mode_is_the_torch_rule():
+  image = np.random.default_rng(3).uniform(-1, 1, size=(9, 6, 3))
+  got = inception.resize(jnp.asarray(image[None], jnp.float32), "pytorch_fid", 13)[0]
+  np.testing.assert_allclose(got, _resize_reference(image, 13, 13), atol=1e-5)
+
+
+def _clean_fid_resize(image_uint8, out_h, out_w):
+  """clean-fid's "clean" rule, written with PIL: each channel as a float32 "F" image, BICUBIC,
+  clipped to 0..255. Also returns the unclipped result."""
+  channels = [np.asarray(Image.fromarray(image_uint8[..., c].astype(np.float32), mode="F")
+                         .resize((out_w, out_h), resample=Image.BICUBIC)) for c in range(image_uint8.shape[-1])]
+  unclipped = np.stack(channels, axis=-1)
+  return unclipped.clip(0, 255), unclipped
+
+
+@pytest.mark.parametrize("in_hw,out_hw", [((32, 32), (299, 299)), ((600, 450), (299, 299)), ((7, 13), (5, 29))])
+def test_clean_mode_matches_pil_bicubic(in_hw, out_hw):
+  """Growing, shrinking (PIL widens the kernel: antialiasing) and mixed, against PIL itself."""
+  image = np.random.default_rng(4).integers(0, 256, in_hw + (3,), dtype=np.uint8)
+  image[:in_hw[0] // 2, :, 0] = np.where(np.arange(in_hw[1]) % 8 < 4, 0, 255)  # sharp edges overshoot
+  expected, unclipped = _clean_fid_resize(image, *out_hw)
+  assert unclipped.min() < 0 or unclipped.max() > 255  # the clip is exercised
+  got = inception.resize_clean(jnp.asarray(images.to_float(image)[None]), *out_hw)[0]
+  np.testing.assert_allclose((np.asarray(got) + 1) * 127.5, expected, atol=2e-3)
+  if out_hw[0] == out_hw[1]:
+    np.testing.assert_array_equal(inception.resize(jnp.asarray(images.to_float(image)[None]), "clean",
+                                                   out_hw[0]), got[None])
+
+
+def test_unknown_resize_mode_is_one_line():
+  with pytest.raises(UserError, match="unknown resize mode 'lanczos'; choose one of pytorch_fid, clean"):
+    inception.resize(jnp.zeros((1, 4, 4, 3)), "lanczos", 8)
 
 
 def test_resize_halving_averages_pixel_pairs():
@@ -87,6 +123,33 @@ def test_forward_shapes_with_random_weights(weights_file):
   assert out["mixed_6e"].shape == (2, 3, 3, 768)
   assert np.all(np.isfinite(out["pool"])) and np.all(np.asarray(out["pool"]) >= 0)
   assert not np.allclose(out["pool"][0], out["pool"][1])
+
+
+def test_model_resizes_by_its_mode(weights_file, monkeypatch):
+  """The network's input goes through `resize` with the model's mode (traced, not compiled)."""
+  variables = inception.load_variables(weights_file)
+  resize, calls = inception.resize, []
+  monkeypatch.setattr(inception, "resize", lambda x, mode, size: calls.append((mode, size)) or resize(x, mode, size))
+  for mode in inception.RESIZE_MODES:
+    jax.eval_shape(inception.InceptionV3FID(75, mode).apply, variables, jnp.zeros((1, 8, 8, 1)))
+  assert calls == [("pytorch_fid", 75), ("clean", 75)]
+
+
+def test_extractor_fingerprint_names_resize_and_weights(tmp_path, weights_file, flat_variables):
+  a = features.inception_extractor(weights_file, resize="pytorch_fid")
+  b = features.inception_extractor(weights_file, resize="clean")
+  changed = dict(flat_variables)
+  changed["params/fc/bias"] = changed["params/fc/bias"] + np.float32(1e-3)
+  other = tmp_path / "other.npz"
+  np.savez(other, **changed)
+  c = features.inception_extractor(str(other), resize="pytorch_fid")
+  assert (a.resize, b.resize, a.feature_dim, a.channels) == ("pytorch_fid", "clean", 2048, 3)
+  assert len({a.fingerprint, b.fingerprint, c.fingerprint}) == 3
+  assert features.inception_extractor(weights_file).fingerprint == a.fingerprint
+  with pytest.raises(UserError, match="--resize='bilinear': choose one of pytorch_fid, clean"):
+    features.inception_extractor(weights_file, resize="bilinear")
+  with pytest.raises(UserError, match="--resize='clean' applies to the inception features"):
+    features.get_extractor("digits", resize="clean")
 
 
 def test_missing_weights_name_file_and_converter(tmp_path):

@@ -1,14 +1,15 @@
 """Evaluation pipeline on scikit-learn digits with the shipped LeNet features (no ../shared)."""
 
+import os
+
 import jax
-import ml_collections
 import numpy as np
 import pytest
 import scipy.ndimage
 import tensorflow as tf
 from sklearn.datasets import load_digits
 
-from aigc_jax import data
+from aigc_jax import data, images as images_lib
 from aigc_jax.config import base_config
 from aigc_jax.errors import UserError
 from aigc_jax.evaluation import features, metrics, pipeline
@@ -107,14 +108,14 @@ def test_evaluate_generator_end_to_end_with_cache(tmp_path, monkeypatch, extract
                                     cache_dir=str(tmp_path))
   assert sum(calls) == 300
   assert out["fid"] > 0 and 0 <= out["precision"] <= 1 and out["kid_std"] >= 0
-  cached = list(tmp_path.glob("reference_digits_digits_train_8px_300_*.npz"))
+  cached = list(tmp_path.glob("reference_digits_digits_train_8px_all_*.npz"))  # the whole split
   assert cached
   # A URL cache (TensorFlow's in-memory filesystem standing in for gs://) works the same way.
   url = "ram://eval_cache"
   assert pipeline.evaluate_generator(config, generate, num_samples=300, extractor=extractor,
                                      cache_dir=url) == out
-  assert tf.io.gfile.glob(url + "/reference_digits_digits_train_8px_300_*.npz")
-  monkeypatch.setattr(data, "load_images", lambda *a: pytest.fail("reference not cached"))
+  assert tf.io.gfile.glob(url + "/reference_digits_digits_train_8px_all_*.npz")
+  monkeypatch.setattr(data, "reference_batches", lambda *a: pytest.fail("reference not cached"))
   for cache_dir in (str(tmp_path), url):
     again = pipeline.evaluate_generator(config, generate, num_samples=300, extractor=extractor,
                                         cache_dir=cache_dir)
@@ -149,15 +150,76 @@ def test_user_errors(tmp_path, digits, extractor):
     features.get_extractor("inception", inception_weights=str(tmp_path / "inception_fid.npz"))
 
 
-def test_reference_cache_names_differ_when_the_images_would():
-  data = ml_collections.ConfigDict({"dataset": "mnist_idx", "split": "test", "image_size": 28,
-                                    "channels": 1, "manual_dir": "/data/mnist",
-                                    "synthetic_source": "digits", "synthetic_spec": ""})
-  name = pipeline._cache_name("digits", data, 100)
-  assert name.startswith("reference_digits_mnist_idx_test_28px_100_") and name.endswith(".npz")
-  assert pipeline._cache_name("digits", data, 100) == name
-  for key, value in (("manual_dir", "/data/fashion_mnist"), ("channels", 3), ("synthetic_spec", "flip_lr"),
-                     ("folder", "/photos"), ("crop", "none"), ("background", "black")):
-    other = ml_collections.ConfigDict(data.to_dict())
-    other[key] = value
-    assert pipeline._cache_name("digits", other, 100) != name, key
+def _save_pngs(folder, float_images):
+  os.makedirs(folder, exist_ok=True)
+  for i, image in enumerate(images_lib.to_uint8(float_images)):
+    images_lib.save_png(os.path.join(folder, f"{i:04d}.png"), image)
+  return str(folder)
+
+
+def test_generated_images_are_scored_as_their_saved_pngs(tmp_path, digits, extractor):
+  """The quantisation path: a float image and its PNG round trip give identical features."""
+  images, _ = digits
+  floats = np.clip(images[:200] * 0.9 + 0.05, -1, 1)  # off the uint8 grid
+  assert not np.array_equal(images_lib.to_float(images_lib.to_uint8(floats)), floats)
+  generated, _ = pipeline.generated_summary(extractor, lambda key, n: floats[:n], jax.random.key(0), 200,
+                                            batch_size=200)
+  from_pngs = pipeline.summarize_folder(extractor, _save_pngs(tmp_path / "pngs", floats))
+  np.testing.assert_array_equal(generated.features, from_pngs.features)
+  np.testing.assert_array_equal(generated.logits, from_pngs.logits)
+  unquantised = pipeline.summarize(extractor, [floats])
+  assert not np.array_equal(unquantised.features, generated.features)
+
+
+def test_scoring_a_folder_equals_scoring_the_arrays_in_memory(tmp_path, digits, extractor):
+  images, _ = digits
+  fake_images = images_lib.to_float(images_lib.to_uint8(np.clip(images[1000:1300] + 0.2, -1, 1)))
+  fake_dir = _save_pngs(tmp_path / "fake", fake_images)
+  config = _digits_config(tmp_path)
+  result = pipeline.evaluate_folder(fake_dir, "digits:train", extractor=extractor, data_config=config.data)
+  real = pipeline.reference_summary(extractor, pipeline.parse_reference("digits:train", config.data))
+  expected = pipeline.compute_metrics(pipeline.summarize(extractor, [fake_images]), real)
+  assert result["metrics"] == pytest.approx(expected, rel=1e-6, abs=1e-12)  # float32 Gram sums: batch cuts
+  assert (result["num_samples"], result["reference"], result["reference_size"]) == (300, "digits:train", 1797)
+  assert result["fake_dir"] == fake_dir and result["warnings"] == []
+  # The digits reference was read at the folder's image size (8 px), so FID is small for near-copies.
+  same = pipeline.evaluate_folder(_save_pngs(tmp_path / "same", images[:300]), "digits:train",
+                                  extractor=extractor, data_config=config.data)
+  assert same["metrics"]["fid"] < result["metrics"]["fid"]
+  with pytest.raises(UserError, match="scoring a folder needs --reference"):
+    pipeline.evaluate_folder(fake_dir, None, extractor=extractor)
+
+
+def test_repeats_report_mean_and_sample_std_over_seeds(digits, extractor):
+  images, _ = digits
+  real = pipeline.summarize(extractor, [images[:700]], keep_logits=False)
+
+  def generate(key, n):
+    noise = np.asarray(jax.random.normal(key, (n, 8, 8, 1)))
+    return np.clip(images[700:700 + n] + 0.3 * noise, -1, 1)
+
+  result = pipeline.score_generator(extractor, generate, real, num_samples=150, seeds=[4, 5])
+  runs = [pipeline.compute_metrics(pipeline.generated_summary(extractor, generate, jax.random.key(s), 150)[0], real)
+          for s in (4, 5)]
+  for name in ("fid", "kid", "precision", "coverage", "inception_score"):
+    values = [r[name] for r in runs]
+    assert result["metrics"][name] == pytest.approx(np.mean(values), rel=1e-9)
+    assert result["metrics_std"][name] == pytest.approx(np.std(values, ddof=1), rel=1e-9)
+  assert result["metrics_std"]["fid"] > 0
+  assert [r["seed"] for r in result["per_seed"]] == [4, 5] and result["seeds"] == [4, 5]
+  table = pipeline.format_table({"step": 3, "features": "digits", "num_samples": 150,
+                                 "reference": "digits:train", **result})
+  assert "150 samples x 2 seeds" in table and f"{result['metrics']['fid']:.6g} ± " in table
+  single = pipeline.score([pipeline.generated_summary(extractor, generate, jax.random.key(4), 150)], real, [4])
+  assert "metrics_std" not in single and single["metrics"] == pytest.approx(runs[0], rel=1e-12)
+
+
+def test_a_warning_line_when_images_are_no_more_than_feature_dimensions(digits, extractor):
+  images, _ = digits
+  real = pipeline.summarize(extractor, [images[:1000]])
+  few = pipeline.summarize(extractor, [images[1000:1128]])  # 128 images, 128-d features
+  enough = pipeline.summarize(extractor, [images[1000:1129]])
+  [line] = pipeline.sample_size_warnings(few, real)
+  assert line.startswith("128 generated images for 128-d features: the covariance is rank-deficient (rank at most 127)")
+  assert pipeline.sample_size_warnings(enough, real) == []
+  assert len(pipeline.sample_size_warnings(few, few)) == 2
