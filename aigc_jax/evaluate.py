@@ -66,8 +66,8 @@ def evaluate_run(workdir: str, *, num_samples: int, extractor: str, reference: s
   """Scores the checkpoint at `step` (default: latest) of `workdir`, or the shipped pretrained
   `model` (then `workdir` only receives the outputs); writes and returns metrics.json.
 
-  `manual_dir` replaces the reference's IDX folder (data.dataset "mnist_idx"): a shipped model's
-  config names the folder of the machine it was trained on.
+  `manual_dir` sets the reference's IDX folder (data.dataset "mnist_idx"). A shipped model names
+  no folder: without `manual_dir` or `reference` it is scored against `pretrained.default_reference`.
   """
   from aigc_jax import pretrained, sample
 
@@ -83,11 +83,20 @@ def evaluate_run(workdir: str, *, num_samples: int, extractor: str, reference: s
   else:
     config, state = pretrained.load(model)
     step = config.train.num_steps
+  defaulted = model is not None and reference is None and manual_dir is None
+  if defaulted:
+    reference = pretrained.default_reference(config)
   generate_fn = make_generate_fn(config, state, batch_size)
   data_config = pipeline.parse_reference(reference, config.data)
   if manual_dir is not None:
     data_config.manual_dir = os.path.abspath(manual_dir)
-  real = pipeline.reference_summary(ex, data_config, num_samples, cache_dir=workdir)
+  try:
+    real = pipeline.reference_summary(ex, data_config, num_samples, cache_dir=workdir)
+  except UserError as e:
+    if not (defaulted and reference):
+      raise
+    raise UserError(f"{e}; --model={model} is scored against {reference} unless given "
+                    "--manual_dir=/path/to/mnist (MNIST's IDX files) or --reference=DATASET:SPLIT") from e
   bar = _progress_bar(num_samples, "generated images") if progress else None
   fake, labels = pipeline.generated_summary(ex, generate_fn, jax.random.key(seed), num_samples,
                                             batch_size=batch_size, num_classes=config.model.num_classes,
@@ -161,7 +170,8 @@ def _define_flags() -> None:
   flags.DEFINE_string("model", None, "A shipped pretrained model to evaluate instead of the run in "
                       f"--workdir: {', '.join(pretrained.NAMES)}.")
   flags.DEFINE_string("manual_dir", None, "Folder of the reference's MNIST-format IDX files, for "
-                      "--reference=mnist_idx:SPLIT (default: the config's data.manual_dir).")
+                      "--reference=mnist_idx:SPLIT (default: the config's data.manual_dir; a shipped "
+                      "--model without it is scored against TFDS's mnist).")
   flags.DEFINE_integer("num_samples", 10_000, "Generated (and reference) images.")
   flags.DEFINE_string("features", "digits", "Feature extractor: digits (LeNet) or inception.")
   flags.DEFINE_string("reference", None, "Reference set DATASET:SPLIT (default: the run's "

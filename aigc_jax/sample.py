@@ -44,15 +44,17 @@ def parse_seeds(spec: str) -> list[int]:
 
 
 def load_run(workdir: str, step: int | None = None) -> tuple[ml_collections.ConfigDict, Any, int]:
-  """Loads (config, state, step) from a run's checkpoint: the latest, or `step`."""
+  """Loads (config, state, step) from a run's checkpoint: the newest usable one, or `step`.
+
+  A damaged or non-finite checkpoint is refused in one line (skipped, with a warning, if newer
+  ones were asked for by default).
+  """
   config = config_lib.complete(checkpoints.read_config(workdir))
   manager = checkpoints.create_manager(workdir, read_only=True)
   steps = sorted(manager.all_steps())
   if not steps:
     raise UserError(f"no checkpoint in {workdir!r}")
-  if step is None:
-    step = steps[-1]
-  elif step not in steps:
+  if step is not None and step not in steps:
     raise UserError(f"--step={step} has no checkpoint in {workdir!r}; available: "
                     f"{', '.join(map(str, steps))}")
   trainer = trainers.get_trainer(config)
@@ -60,9 +62,9 @@ def load_run(workdir: str, step: int | None = None) -> tuple[ml_collections.Conf
   device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
   abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
                           jax.eval_shape(lambda k: trainer.init_state(config, k), key))
-  state, _ = checkpoints.restore(manager, step, abstract, key)
+  state, _ = checkpoints.restore(manager, step, abstract, key)  # step None: the newest usable one
   manager.close()
-  return config, state, step
+  return config, state, int(state.step)
 
 
 def latents_from_seeds(seeds: Sequence[int], latent_dim: int) -> jax.Array:
