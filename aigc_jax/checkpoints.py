@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import re
+import sys
 from typing import Any, Sequence
 
 import jax
@@ -180,19 +181,24 @@ def _fit_problem(stored: Any, target: Any) -> str | None:
 
 @contextlib.contextmanager
 def _quiet_async_failures():
-  """Keeps asyncio's "Task exception was never retrieved" off the terminal while a read fails.
+  """Keeps the leftovers of a failed Orbax read off the terminal: the one error raised says it all.
 
-  A damaged checkpoint fails several of Orbax's concurrent reads; the first failure is the one
-  raised, the others are logged by asyncio when their tasks are collected, collected here.
+  A failed restore leaves Orbax's other reads as orphaned asyncio tasks and coroutines, which
+  report themselves ("Task exception was never retrieved", "Exception ignored in ...") when they
+  are collected: collected here, with asyncio's logger and the unraisable-exception hook quiet.
   """
   logger = logging.getLogger("asyncio")
-  level = logger.level
+  level, hook = logger.level, sys.unraisablehook
   logger.setLevel(logging.CRITICAL)
   try:
     yield
   finally:
-    gc.collect()
-    logger.setLevel(level)
+    sys.unraisablehook = lambda unraisable: None
+    try:
+      gc.collect()
+    finally:
+      sys.unraisablehook = hook
+      logger.setLevel(level)
 
 
 # TensorStore's errors start with an absl status code ("DATA_LOSS: ..."): the files are missing,

@@ -118,9 +118,10 @@ def _train(config: ml_collections.ConfigDict, workdir: str, manager) -> Any:
            ] if jax.process_index() == 0 else []
   bar = _progress_bar(num_steps, start_step)
   pending: list[tuple[dict, int]] = []  # (device metrics, steps) since the last log: one fetch, no per-step sync
-  last_line = [start_step, time.monotonic()]
+  last_line = (start_step, time.monotonic())  # step and time of the last terminal line
 
   def flush(step: int) -> None:
+    nonlocal last_line
     if not pending:
       return
     weights = jnp.asarray([n for _, n in pending], jnp.float32)
@@ -135,10 +136,9 @@ def _train(config: ml_collections.ConfigDict, workdir: str, manager) -> Any:
       rate = (step - last_line[0]) / max(time.monotonic() - last_line[1], 1e-9)
       run_log.line(f"step {step}/{num_steps}: " + ", ".join(f"{k_} {v:.4g}" for k_, v in means.items())
                    + f" ({rate:.3g} steps/s)", bar)
-      last_line[:] = [step, time.monotonic()]
+      last_line = (step, time.monotonic())
 
-  sample_path = None
-  step = start_step
+  sample_path, step, stop = None, start_step, False
   every = [e for e in (t.log_every, t.checkpoint_every, t.sample_every, t.eval_every) if e]
   with batches, loop.preemption() as preempted:
     for dispatch, end in enumerate(loop.dispatch_ends(start_step, num_steps, t.steps_per_dispatch, every)):
@@ -159,8 +159,6 @@ def _train(config: ml_collections.ConfigDict, workdir: str, manager) -> Any:
           raise TrainingDiverged(f"training diverged at step {step}: {e}; {_kept(last_good)}") from e
         last_good = step
       if stop:
-        run_log.line(f"stopped at step {step} on SIGTERM, with a checkpoint there: run the same "
-                     "command again to resume", bar)
         break
       if step % t.sample_every == 0 or step == num_steps:
         sample_path = _write_samples(config, trainer, state, keys, workdir, step, writer)
@@ -172,7 +170,10 @@ def _train(config: ml_collections.ConfigDict, workdir: str, manager) -> Any:
     bar.close()
   writer.flush()
   manager.close()
-  if sample_path:
+  if stop:
+    run_log.line(f"stopped at step {step} on SIGTERM, with a checkpoint there: run the same "
+                 "command again to resume")
+  elif sample_path:
     run_log.line(f"samples written to {sample_path}")
   return state
 
