@@ -56,8 +56,9 @@ def run_20_steps(tmp_path_factory):
 def test_resume_in_a_new_process_gives_identical_parameters(run_20_steps, tmp_path):
   workdir = str(tmp_path / "resumed")
   train.train_and_evaluate(quickstart(**{"train.num_steps": 10}), workdir)
-  rc, _, err = train_cli(workdir, 20)
+  rc, _, err = train_cli(workdir, 20, "--verbosity=0")
   assert rc == 0, err
+  assert "steps_per_sec" in err  # --verbosity=0 shows the libraries' INFO records on the terminal too
   _, resumed, step = sample.load_run(workdir)
   _, uninterrupted, _ = sample.load_run(run_20_steps)
   assert step == 20 and int(resumed.step) == 20
