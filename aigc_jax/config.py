@@ -1,6 +1,8 @@
 """The base config (every key with its default) and its validation.
 
 `configs/NAME.py` files start from `base_config()` and override what they need.
+The shared sections (model, data, train) are defined here; each model family adds
+its own section (`gan`, `vae`, ...) and checks it (`aigc_jax.trainers.family`).
 `validate` runs before anything compiles: each bad value gets one `UserError`
 naming the key and what is allowed.
 """
@@ -11,18 +13,11 @@ import ml_collections
 
 from aigc_jax.errors import UserError
 
-MODEL_FAMILIES = {"gan": ("dcgan",), "vae": ("conv_vae",), "classifier": ("lenet",)}
 # Label classes of each dataset (0: unlabelled); synthetic has those of its source.
 DATASET_CLASSES = {"digits": 10, "mnist_idx": 10, "mnist": 10, "fashion_mnist": 10, "cifar10": 10,
                    "celeb_a": 0}
 DATASETS = (*DATASET_CLASSES, "synthetic")
 IMAGE_SIZES = (8, 16, 28, 32, 64)
-GAN_LOSSES = ("non_saturating", "hinge", "least_squares", "wgan_gp")
-GAN_AUGMENTS = ("none", "diffaugment", "ada")
-DIFFAUGMENT_OPS = ("translation", "cutout", "color")
-ADA_PIPELINES = ("blit", "geom", "color", "bg", "bgc")  # StyleGAN2-ADA's --augpipe names
-VAE_LIKELIHOODS = ("bernoulli", "gaussian")
-D_NORMS = ("batch", "none", "spectral")
 COMPUTE_DTYPES = ("float32", "bfloat16")
 # What a resumed run may change: when it stops, how often it logs, checkpoints, samples and
 # evaluates, what it keeps, how many steps a dispatch holds (the same steps, scanned), whether
@@ -40,8 +35,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.seed = 0
 
   c.model = ml_collections.ConfigDict()
-  c.model.family = "gan"          # gan | vae | classifier
-  c.model.name = "dcgan"          # dcgan (gan) | conv_vae (vae) | lenet (classifier)
+  c.model.family = "gan"          # a family of aigc_jax.trainers (gan, vae, classifier, ...)
+  c.model.name = "dcgan"          # one of the family's model_names
   c.model.latent_dim = 64
   c.model.width = 32              # base channel count (ngf = ndf for the DCGAN)
   c.model.num_classes = 0         # > 0: class-conditional model
@@ -78,31 +73,15 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.steps_per_dispatch = 1  # > 1: run k steps per jitted call with lax.scan
   c.train.compute_dtype = "float32"
 
-  c.gan = ml_collections.ConfigDict()
-  c.gan.loss = "non_saturating"
-  c.gan.d_learning_rate = 2e-4
-  c.gan.gp_weight = 10.0          # wgan_gp: weight of the gradient penalty on real/fake interpolates
-  c.gan.r1_gamma = 0.0            # R1 penalty gamma/2 * E||grad D(real)||^2; 0: off
-  c.gan.r1_every = 16             # lazy R1: apply every k steps, scaled by k
-  c.gan.n_critic = 1              # discriminator updates per generator update
-  c.gan.ema_half_life_images = 0  # generator EMA half-life in images (StyleGAN2-ADA's ema_kimg*1000); 0: off
-  c.gan.ema_rampup = 0.05         # EMA half-life is at most this fraction of the images seen; 0: no ramp-up
-  c.gan.augment = "none"          # augmentation of D's inputs: none | diffaugment | ada
-  c.gan.diffaugment = "translation,cutout,color"  # diffaugment: comma-separated policy
-  c.gan.ada_pipeline = "bgc"      # ada: op groups (StyleGAN2-ADA's --augpipe): blit | geom | color | bg | bgc
-  c.gan.ada_target = 0.6          # ada: target for E[sign(D(real))]
-  c.gan.ada_speed_images = 100_000  # ada: images over which p can move from 0 to 1
-
-  c.vae = ml_collections.ConfigDict()
-  c.vae.likelihood = "bernoulli"
-  c.vae.beta = 1.0
-  c.vae.decoder_std = 0.1         # gaussian likelihood: the decoder's standard deviation (initial value if learned)
-  c.vae.learn_decoder_std = False # gaussian likelihood: learn one log-std parameter instead of fixing it
-  c.vae.kl_warmup_steps = 0       # KL weight rises linearly from 0 to beta over this many steps; 0: off
+  from aigc_jax import trainers  # The families import this module for `fail`.
+  for family in trainers.families().values():
+    if family.section:
+      c[family.section] = family.defaults()
   return c
 
 
-def _fail(key: str, value, allowed: str) -> None:
+def fail(key: str, value, allowed: str) -> None:
+  """Raises the UserError for config key `key`: its value and what is allowed."""
   raise UserError(f"config.{key}={value!r} is not valid: {allowed}")
 
 
@@ -111,74 +90,55 @@ def _positive(config: ml_collections.ConfigDict, *keys: str) -> None:
     section, name = key.split(".")
     value = config[section][name]
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-      _fail(key, value, "must be a positive number")
+      fail(key, value, "must be a positive number")
 
 
 def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) -> None:
   """Raises UserError naming the first key whose value cannot work."""
-  if config.model.family not in MODEL_FAMILIES:
-    _fail("model.family", config.model.family, f"choose one of {sorted(MODEL_FAMILIES)}")
-  names = MODEL_FAMILIES[config.model.family]
-  if config.model.name not in names:
-    _fail("model.name", config.model.name,
-          f"model.family={config.model.family!r} allows {', '.join(names)}")
+  from aigc_jax import trainers
+  family = trainers.get_family(config)
+  if config.model.name not in family.model_names:
+    fail("model.name", config.model.name,
+         f"model.family={family.name!r} allows {', '.join(family.model_names)}")
   if config.data.dataset not in DATASETS:
-    _fail("data.dataset", config.data.dataset, f"choose one of {', '.join(DATASETS)}")
+    fail("data.dataset", config.data.dataset, f"choose one of {', '.join(DATASETS)}")
   if config.data.image_size not in IMAGE_SIZES:
-    _fail("data.image_size", config.data.image_size,
+    fail("data.image_size", config.data.image_size,
           f"the models produce {', '.join(map(str, IMAGE_SIZES))} px")
   if config.data.channels not in (1, 3):
-    _fail("data.channels", config.data.channels, "must be 1 or 3")
+    fail("data.channels", config.data.channels, "must be 1 or 3")
   if config.data.on_device and config.data.dataset == "synthetic":
-    _fail("data.on_device", True, "needs a TFDS dataset: synthetic batches are generated, not loaded")
+    fail("data.on_device", True, "needs a TFDS dataset: synthetic batches are generated, not loaded")
   _positive(config, "model.latent_dim", "model.width", "train.batch_size", "train.num_steps",
             "train.learning_rate", "train.log_every", "train.checkpoint_every",
             "train.keep_checkpoints", "train.sample_every", "train.num_sample_images",
-            "train.steps_per_dispatch", "train.eval_num_samples", "gan.d_learning_rate", "data.shuffle_buffer")
-  if config.model.d_norm not in D_NORMS:
-    _fail("model.d_norm", config.model.d_norm, f"choose one of {', '.join(D_NORMS)}")
+            "train.steps_per_dispatch", "train.eval_num_samples", "data.shuffle_buffer")
   k = config.train.steps_per_dispatch
   for key in ("num_steps", "log_every", "checkpoint_every", "sample_every"):
     if config.train[key] % k:
-      _fail(f"train.{key}", config.train[key],
+      fail(f"train.{key}", config.train[key],
             f"must be a multiple of train.steps_per_dispatch ({k})")
   if config.train.eval_every % k:
-    _fail("train.eval_every", config.train.eval_every,
+    fail("train.eval_every", config.train.eval_every,
           f"must be a multiple of train.steps_per_dispatch ({k})")
-  group = config.model.d_minibatch_std
-  if isinstance(group, bool) or not isinstance(group, int) or group < 0:
-    _fail("model.d_minibatch_std", group, "must be 0 (off) or a positive group size")
-  if group and config.train.batch_size % group:
-    _fail("model.d_minibatch_std", group,
-          f"the group size must divide train.batch_size ({config.train.batch_size})")
   if config.model.num_classes < 0:
-    _fail("model.num_classes", config.model.num_classes, "must be 0 (unconditional) or positive")
+    fail("model.num_classes", config.model.num_classes, "must be 0 (unconditional) or positive")
   labels = dataset_classes(config.data)
   if config.model.num_classes and not labels:
-    _fail("model.num_classes", config.model.num_classes,
+    fail("model.num_classes", config.model.num_classes,
           f"data.dataset={config.data.dataset!r} has no class labels: use 0 (unconditional)")
   if 0 < config.model.num_classes < labels:
-    _fail("model.num_classes", config.model.num_classes,
+    fail("model.num_classes", config.model.num_classes,
           f"data.dataset={config.data.dataset!r} has {labels} classes: use 0 or at least {labels}")
   if config.train.eval_every < 0:
-    _fail("train.eval_every", config.train.eval_every, "must be 0 (off) or positive")
+    fail("train.eval_every", config.train.eval_every, "must be 0 (off) or positive")
   if not 0 <= config.train.b1 < 1 or not 0 <= config.train.b2 < 1:
-    _fail("train.b1/b2", (config.train.b1, config.train.b2), "Adam betas must be in [0, 1)")
+    fail("train.b1/b2", (config.train.b1, config.train.b2), "Adam betas must be in [0, 1)")
   if config.train.compute_dtype not in COMPUTE_DTYPES:
-    _fail("train.compute_dtype", config.train.compute_dtype, f"choose one of {', '.join(COMPUTE_DTYPES)}")
-  _validate_gan(config)
-  if config.vae.likelihood not in VAE_LIKELIHOODS:
-    _fail("vae.likelihood", config.vae.likelihood, f"choose one of {', '.join(VAE_LIKELIHOODS)}")
-  if config.vae.decoder_std <= 0:
-    _fail("vae.decoder_std", config.vae.decoder_std, "must be a positive number")
-  if config.vae.beta < 0:
-    _fail("vae.beta", config.vae.beta, "must be >= 0")
-  if config.vae.learn_decoder_std and config.vae.likelihood != "gaussian":
-    _fail("vae.learn_decoder_std", True, "needs vae.likelihood='gaussian'")
-  if config.vae.kl_warmup_steps < 0:
-    _fail("vae.kl_warmup_steps", config.vae.kl_warmup_steps, "must be 0 (off) or positive")
+    fail("train.compute_dtype", config.train.compute_dtype, f"choose one of {', '.join(COMPUTE_DTYPES)}")
+  family.validate(config)
   if num_devices is not None and config.train.batch_size % num_devices:
-    _fail("train.batch_size", config.train.batch_size,
+    fail("train.batch_size", config.train.batch_size,
           f"the global batch must be divisible by the device count ({num_devices})")
 
 
@@ -190,35 +150,6 @@ def dataset_classes(data: ml_collections.ConfigDict) -> int:
     from aigc_jax.transforms.noise import TEXTURES  # Labelled by texture kind.
     return len(TEXTURES)
   return DATASET_CLASSES["digits"]
-
-
-def _validate_gan(config: ml_collections.ConfigDict) -> None:
-  """Checks the gan.* keys (losses, regularisers, EMA, augmentation)."""
-  g = config.gan
-  if g.loss not in GAN_LOSSES:
-    _fail("gan.loss", g.loss, f"choose one of {', '.join(GAN_LOSSES)}")
-  if g.gp_weight < 0:
-    _fail("gan.gp_weight", g.gp_weight, "must be >= 0")
-  if g.r1_gamma < 0:
-    _fail("gan.r1_gamma", g.r1_gamma, "must be >= 0 (0: no R1 penalty)")
-  _positive(config, "gan.r1_every", "gan.n_critic", "gan.ada_speed_images")
-  if g.ema_half_life_images < 0:
-    _fail("gan.ema_half_life_images", g.ema_half_life_images, "must be 0 (no EMA) or positive")
-  if g.ema_rampup < 0:
-    _fail("gan.ema_rampup", g.ema_rampup, "must be 0 (no ramp-up) or positive")
-  if g.augment not in GAN_AUGMENTS:
-    _fail("gan.augment", g.augment, f"choose one of {', '.join(GAN_AUGMENTS)}")
-  ops = [op.strip() for op in g.diffaugment.split(",") if op.strip()]
-  if any(op not in DIFFAUGMENT_OPS for op in ops) or (g.augment == "diffaugment" and not ops):
-    _fail("gan.diffaugment", g.diffaugment,
-          f"a comma-separated list of {', '.join(DIFFAUGMENT_OPS)}")
-  if g.ada_pipeline not in ADA_PIPELINES:
-    _fail("gan.ada_pipeline", g.ada_pipeline, f"choose one of {', '.join(ADA_PIPELINES)}")
-  if not 0 < g.ada_target < 1:
-    _fail("gan.ada_target", g.ada_target, "must be in (0, 1)")
-  if g.loss == "wgan_gp" and config.model.d_norm == "batch":
-    _fail("model.d_norm", "batch", "gan.loss='wgan_gp' penalises per-example gradients, which batch "
-          "norm couples: use model.d_norm='none' or 'spectral'")
 
 
 def complete(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:

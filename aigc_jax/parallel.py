@@ -44,10 +44,10 @@ def host_to_global(batch, mesh: Mesh):
   return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), batch)
 
 
-# XLA:CPU (jaxlib 0.10) hands convolutions to YNNPACK by default; on 2 cores those ran this
-# project's train steps 1.2-1.45x, sampling 1.2-1.3x and Inception features 2.1-2.4x slower than XLA's Eigen
-# convolutions (benchmarks/RESULTS.md, "Train step"), so such programs keep YNNPACK for matmuls
-# only. (Not LeNet's tiny convolutions, which YNNPACK runs 2.5x faster.)
+# XLA:CPU (jaxlib 0.10) hands convolutions to YNNPACK by default, which runs this project's train
+# steps, sampling and Inception features slower than XLA's Eigen convolutions, so such programs
+# keep YNNPACK for matmuls only; LeNet's tiny convolutions, which YNNPACK runs faster, keep the
+# default (benchmarks/RESULTS.md, "CPU convolutions").
 _YNN_OPTION = "xla_cpu_experimental_ynn_fusion_type"
 _CPU_COMPILER_OPTIONS = ((_YNN_OPTION, "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"),)
 

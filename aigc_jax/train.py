@@ -19,7 +19,8 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from aigc_jax import checkpoints, config as config_lib, data, images, loop, parallel, run_log, trainers
+from aigc_jax import (checkpoints, config as config_lib, data, generation, images, loop, parallel,
+                      run_log, trainers)
 from aigc_jax.errors import UserError
 
 
@@ -38,11 +39,16 @@ def _check_finite(metrics: dict[str, float], step: int, last_good: int | None) -
                            f"{metrics[bad[0]]}; {_kept(last_good)}")
 
 
-def _write_samples(config, trainer, state, keys, workdir, step, writer) -> str | None:
-  if not hasattr(trainer, "generate"):
+def _due(step: int, every: int, num_steps: int) -> bool:
+  """Whether a periodic action runs after `step`: every `every` steps, and at the end."""
+  return step % every == 0 or step == num_steps
+
+
+def _write_samples(config, family, state, keys, workdir, step, writer) -> str | None:
+  if not family.can("generate"):
     return None
   # Every process takes part in generating (the state spans all of them); only process 0 writes.
-  samples = jax.device_get(trainer.generate(config, state, keys["sample"], config.train.num_sample_images))
+  samples = jax.device_get(generation.from_key(config, state, keys["sample"], config.train.num_sample_images))
   if jax.process_index() != 0:
     return None
   grid = images.make_grid(np.asarray(samples))
@@ -90,7 +96,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Any:
 def _train(config: ml_collections.ConfigDict, workdir: str, manager) -> Any:
   from clu import periodic_actions  # Heavy import kept off library import.
 
-  trainer = trainers.get_trainer(config)
+  family = trainers.get_family(config)
   mesh = parallel.create_mesh()
   keys = trainers.base_keys(config.seed)
   state, state_sharding = trainers.init_sharded_state(config, mesh, keys["init"])
@@ -132,7 +138,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str, manager) -> Any:
     writer.write_scalars(step, means)
     if bar is not None:
       bar.set_postfix({k_: f"{v:.4g}" for k_, v in means.items()}, refresh=False)
-    if step % t.log_every == 0 or step == num_steps:
+    if _due(step, t.log_every, num_steps):
       rate = (step - last_line[0]) / max(time.monotonic() - last_line[1], 1e-9)
       run_log.line(f"step {step}/{num_steps}: " + ", ".join(f"{k_} {v:.4g}" for k_, v in means.items())
                    + f" ({rate:.3g} steps/s)", bar)
@@ -150,9 +156,10 @@ def _train(config: ml_collections.ConfigDict, workdir: str, manager) -> Any:
       if bar is not None:
         bar.update(size)
       stop = preempted(dispatch)
-      if step % t.log_every == 0 or step % t.checkpoint_every == 0 or step == num_steps or stop:
+      checkpoint_now = _due(step, t.checkpoint_every, num_steps) or stop
+      if checkpoint_now or _due(step, t.log_every, num_steps):
         flush(step)
-      if step % t.checkpoint_every == 0 or step == num_steps or stop:
+      if checkpoint_now:
         try:
           checkpoints.save(manager, step, state, keys["step"])
         except checkpoints.NonFiniteState as e:
@@ -160,11 +167,12 @@ def _train(config: ml_collections.ConfigDict, workdir: str, manager) -> Any:
         last_good = step
       if stop:
         break
-      if step % t.sample_every == 0 or step == num_steps:
-        sample_path = _write_samples(config, trainer, state, keys, workdir, step, writer)
-      if t.eval_every and (step % t.eval_every == 0 or step == num_steps):
-        from aigc_jax import evaluate  # Evaluation pulls in feature extractors: load only when asked.
-        writer.write_scalars(step, evaluate.evaluate_during_training(config, state, workdir, step))
+      if _due(step, t.sample_every, num_steps):
+        sample_path = _write_samples(config, family, state, keys, workdir, step, writer)
+      if t.eval_every and _due(step, t.eval_every, num_steps):
+        # Evaluation pulls in feature extractors: loaded only when asked for.
+        from aigc_jax.evaluation import scoring
+        writer.write_scalars(step, scoring.evaluate_during_training(config, state, workdir))
 
   if bar is not None:
     bar.close()

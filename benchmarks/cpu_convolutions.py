@@ -18,7 +18,7 @@ import time
 import jax
 import numpy as np
 
-from aigc_jax import parallel, pretrained, trainers
+from aigc_jax import generation, parallel, pretrained, trainers
 from aigc_jax.evaluation import inception
 from aigc_jax.models.lenet import LeNet
 from benchmarks.train_step import _configs, _images
@@ -29,7 +29,7 @@ def _train_step(config, options):
   mesh = parallel.create_mesh(jax.devices()[:1])
   key = jax.random.key(0)
   state, sharding = trainers.init_sharded_state(config, mesh, key)
-  step = trainers.make_multi_step(trainers.get_trainer(config).make_train_step(config), 1)
+  step = trainers.make_multi_step(trainers.get_family(config).make_train_step(config), 1)
   images = _images(config)
   batch = parallel.host_to_global({"image": images, "label": np.zeros(len(images), np.int32)}, mesh)
   compiled = jax.jit(step, donate_argnums=(0,)).lower(state, [batch], key).compile(options)
@@ -50,9 +50,14 @@ def _features(model, images, options):
 
 def _sampling(name: str, num: int, options):
   config, state = pretrained.load(name)
-  trainer = trainers.get_trainer(config)
-  compiled = jax.jit(lambda state, key: trainer.generate(config, state, key, num)).lower(
-      state, jax.random.key(0)).compile(options)
+  generate = trainers.get_family(config).generate
+  labels = generation.cycled_labels(config, np.arange(num))
+
+  def grid(state, key):
+    noise, keys = generation.key_noise(config, key, num)
+    return generate(config, state, noise, labels, keys, {})
+
+  compiled = jax.jit(grid).lower(state, jax.random.key(0)).compile(options)
   return lambda: jax.block_until_ready(compiled(state, jax.random.key(0)))
 
 

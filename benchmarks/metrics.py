@@ -90,7 +90,7 @@ def _stream(x: np.ndarray) -> metrics.FeatureStats:
 def bench_digits_evaluation(mnist_dir: str, n: int) -> list[tuple[str, float, str]]:
   import jax
 
-  from aigc_jax import evaluate
+  from aigc_jax import generation
   from aigc_jax.evaluation import pipeline
   from aigc_jax.trainers import gan
   from configs import dcgan_mnist
@@ -98,7 +98,7 @@ def bench_digits_evaluation(mnist_dir: str, n: int) -> list[tuple[str, float, st
   config = dcgan_mnist.get_config()
   config.data.dataset, config.data.manual_dir, config.data.eval_split = "mnist_idx", mnist_dir, "test"
   state = gan.init_state(config, jax.random.key(0))
-  generate_fn = evaluate.make_generate_fn(config, state, 500)
+  generate_fn = generation.batch_generator(config, state, 500)
   rows = []
   with tempfile.TemporaryDirectory() as cache:
     for label in ("cold: reference extracted and cached", "warm: reference statistics from cache"):

@@ -35,7 +35,7 @@ from absl import app, flags
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from aigc_jax import checkpoints, config as config_lib, evaluate, images as images_lib, mnist_format, parallel, trainers  # noqa: E402
+from aigc_jax import checkpoints, config as config_lib, generation, images as images_lib, mnist_format, parallel, trainers  # noqa: E402
 from aigc_jax.evaluation import features, pipeline  # noqa: E402
 
 SUBSET = "test[:2000]"
@@ -77,7 +77,7 @@ VARIANTS = {
     "b128_lr1e4": ("dcgan_mnist", {**W64_B128, "train.learning_rate": 1e-4, "gan.d_learning_rate": 1e-4}),
     "b256": ("dcgan_mnist", {**W64_B128, "train.batch_size": 256}),
     "w128": ("dcgan_mnist", W128),
-    # Width 128 with an un-normalised D and R1: today's configs/dcgan_mnist.py.
+    # Width 128 with an un-normalised D and R1: what configs/dcgan_mnist.py sets.
     "w128_r1": ("dcgan_mnist", {**W128, **R1_D}),
 }
 # Data efficiency: the first 2,000 images, at width 64 and at width 128 (batch 128), with each D
@@ -121,9 +121,7 @@ def variant_config(name: str, mnist_dir: str, steps: int) -> ml_collections.Conf
   config.data.split = config.data.eval_split = "test"
   config.train.num_steps = steps
   config.train.checkpoint_every = config.train.sample_every = steps
-  for key, value in overrides.items():
-    section, field = key.split(".")
-    config[section][field] = value
+  config.update_from_flattened_dict(overrides)
   return config
 
 
@@ -148,7 +146,7 @@ def score(config: ml_collections.ConfigDict, state, num_samples: int, cache_dir:
   The split's statistics are `reference` when given (`in_memory_reference`: no TensorFlow needed),
   else from the TFDS pipeline, cached in `cache_dir`."""
   extractor = features.get_extractor("digits")
-  generate_fn = evaluate.make_generate_fn(config, state, 500, psi)
+  generate_fn = generation.batch_generator(config, state, 500, {"trunc": psi})
   fake, labels = pipeline.generated_summary(extractor, generate_fn, jax.random.key(1), num_samples,
                                             num_classes=config.model.num_classes)
   real = reference

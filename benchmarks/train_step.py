@@ -111,7 +111,7 @@ def _model_flops(config, batches) -> float:
   mesh = parallel.create_mesh(jax.devices("cpu")[:1])
   key = jax.eval_shape(lambda: jax.random.key(0))  # abstract: nothing lands on the GPU
   abstract_state = jax.eval_shape(
-      functools.partial(trainers.get_trainer(config).init_state, config), key)
+      functools.partial(trainers.get_family(config).init_state, config), key)
   sharding = jax.tree.map(lambda _: parallel.replicated(mesh), abstract_state)
   step = trainers.compile_train_step(config, mesh, sharding)
   abstract_batches = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), batches)

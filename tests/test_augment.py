@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from aigc_jax import augment
-from aigc_jax import config as config_lib
+from aigc_jax.trainers import gan
 
 N, S = 6, 8
 
@@ -86,7 +86,7 @@ def test_ada_geometric_groups_split_the_bgc_warp_into_blit_then_geom():
 
 
 def test_ada_pipelines_apply_only_their_groups():
-  assert set(augment.ADA_GROUPS) == set(config_lib.ADA_PIPELINES)
+  assert set(augment.ADA_GROUPS) == set(gan.ADA_PIPELINES)
   key, p = jax.random.key(1), jnp.float32(1.0)
   x = jnp.asarray(_images(3))
   flat = jnp.full_like(x, 0.3)  # any warp with reflect padding keeps a constant image

@@ -17,7 +17,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from aigc_jax import checkpoints, evaluate, parallel, sample, trainers
+from aigc_jax import checkpoints, parallel, runs, sample, trainers
+from aigc_jax.evaluation import scoring
 from aigc_jax.errors import UserError
 from tests.test_train import ROOT, quickstart
 
@@ -86,7 +87,7 @@ def test_a_damaged_newest_checkpoint_falls_back_to_the_newest_intact_one(run, tm
   workdir = _copy(run, tmp_path)
   damage(os.path.join(workdir, "checkpoints", "20"))
   capsys.readouterr()
-  _, state, step = sample.load_run(workdir)
+  _, state, step = runs.load_run(workdir)
   assert step == 10
   expected = _state_at(run[1], 10)
   for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(expected), strict=True):
@@ -97,7 +98,7 @@ def test_a_damaged_newest_checkpoint_falls_back_to_the_newest_intact_one(run, tm
   assert lines[0].endswith("): skipped, using step 10")
   # Asked for by its step, the damaged checkpoint is refused in one line.
   with pytest.raises(UserError, match="the checkpoint at step 20 .* is damaged"):
-    sample.load_run(workdir, 20)
+    runs.load_run(workdir, 20)
 
 
 def test_when_every_checkpoint_is_damaged_the_error_names_each(run, tmp_path):
@@ -105,7 +106,7 @@ def test_when_every_checkpoint_is_damaged_the_error_names_each(run, tmp_path):
   truncate_largest_file(os.path.join(workdir, "checkpoints", "20"))
   _delete_array_folders(os.path.join(workdir, "checkpoints", "10"))
   with pytest.raises(UserError) as e:
-    sample.load_run(workdir)
+    runs.load_run(workdir)
   message = str(e.value)
   assert message.startswith("no usable checkpoint: the checkpoint at step 20 ")
   assert "; the checkpoint at step 10 " in message and "\n" not in message
@@ -119,11 +120,11 @@ def test_a_tree_that_does_not_fit_is_named_and_not_skipped(run, tmp_path):
   open(os.path.join(workdir, "config.json"), "w").write(json.dumps(stored))
   with pytest.raises(UserError, match=r"the checkpoint at step 20 .* does not fit this config's train "
                                       r"state \(\S+ has shape \(.*\) in the checkpoint, \(.*\) in this config\)"):
-    sample.load_run(workdir)
+    runs.load_run(workdir)
   stored["model"]["width"], stored["model"]["d_norm"] = 8, "spectral"  # another tree: spectral-norm vectors
   open(os.path.join(workdir, "config.json"), "w").write(json.dumps(stored))
   with pytest.raises(UserError, match=r"at step 20 .* does not fit .*\(this config.s train state has state/d_collections/"):
-    sample.load_run(workdir)
+    runs.load_run(workdir)
 
 
 def test_a_state_is_checked_finite_before_it_is_saved(run, tmp_path):
@@ -159,11 +160,11 @@ def test_sample_and_evaluate_refuse_a_non_finite_checkpoint(run, tmp_path, capsy
   with pytest.raises(UserError, match=r"the checkpoint at step 30 .* holds NaN or infinite values \(g_params/"):
     sample.run("generate", out, workdir=workdir, step=30, seeds="0-3")
   with pytest.raises(UserError, match=r"the checkpoint at step 30 .* holds NaN or infinite values"):
-    evaluate.evaluate_run(workdir, step=30, num_samples=10, extractor="digits", progress=False)
+    scoring.evaluate_run(workdir, step=30, num_samples=10, extractor="digits", progress=False)
   assert not os.path.exists(out) and not os.path.exists(os.path.join(workdir, "metrics.json"))
   # Unasked, the newest usable checkpoint is sampled instead, with the reason in one warning line.
   capsys.readouterr()
-  assert sample.load_run(workdir)[2] == 20
+  assert runs.load_run(workdir)[2] == 20
   assert capsys.readouterr().err.startswith("warning: the checkpoint at step 30 ")
 
 

@@ -76,7 +76,7 @@ def _launch_two(workdir, num_steps):
 
 
 def _params(workdir, step):
-  _, state, _ = sample.load_run(workdir, step)
+  _, state, _ = runs.load_run(workdir, step)
   return state
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from aigc_jax import sample
+from aigc_jax import generation, runs, sample
 from aigc_jax.errors import UserError
 from tests.test_train import cli, run_20_steps  # noqa: F401  (fixture)
 
@@ -20,11 +20,9 @@ def test_parse_seeds():
 
 
 def test_same_seed_gives_the_same_image(run_20_steps, tmp_path):
-  config, state, _ = sample.load_run(run_20_steps)
-  from aigc_jax import trainers
-  gen = trainers.get_trainer(config).generate
-  a = gen(config, state, None, 3, z=sample.latents_from_seeds([0, 1, 2], config.model.latent_dim))
-  b = gen(config, state, None, 2, z=sample.latents_from_seeds([2, 0], config.model.latent_dim))
+  config, state, _ = runs.load_run(run_20_steps)
+  a = sample.generate_grid(config, state, [0, 1, 2])
+  b = sample.generate_grid(config, state, [2, 0])
   np.testing.assert_allclose(a[2], b[0], atol=1e-6)
   np.testing.assert_allclose(a[0], b[1], atol=1e-6)
   assert not np.allclose(a[0], a[1])
@@ -36,7 +34,7 @@ def test_same_seed_gives_the_same_image(run_20_steps, tmp_path):
 def test_slerp_endpoints_and_unit_norm_path():
   import jax.numpy as jnp
   a, b = jnp.array([1.0, 0.0]), jnp.array([0.0, 1.0])
-  path = np.asarray(sample.slerp(a, b, jnp.linspace(0, 1, 5)))
+  path = np.asarray(generation.slerp(a, b, jnp.linspace(0, 1, 5)))
   np.testing.assert_allclose(path[0], a, atol=1e-6)
   np.testing.assert_allclose(path[-1], b, atol=1e-6)
   np.testing.assert_allclose(np.linalg.norm(path, axis=1), 1.0, atol=1e-6)
@@ -49,17 +47,18 @@ def test_interpolate_writes_a_gif_with_one_frame_per_step(run_20_steps, tmp_path
   assert Image.open(out).n_frames == 6
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"step": 999}, "--step=999 has no checkpoint"),
-    ({"seeds": "x"}, "--seeds"),
-    ({"seeds": "4294967295-4294967296"}, "seeds go up to 4294967295"),
-    ({"num": 0}, "--num=0"),
-    ({"frames": 0}, "--frames=0"),
+@pytest.mark.parametrize("mode, kwargs, message", [
+    ("generate", {"step": 999}, "--step=999 has no checkpoint"),
+    ("generate", {"seeds": "x"}, "--seeds"),
+    ("generate", {"seeds": "4294967295-4294967296"}, "seeds go up to 4294967295"),
+    ("generate", {"num": 4}, "--num does not apply to --mode=generate"),
+    ("reconstruct", {"num": 0}, "--num=0"),
+    ("interpolate", {"frames": 0}, "--frames=0"),
 ])
-def test_user_errors_write_nothing(run_20_steps, tmp_path, kwargs, message):
+def test_user_errors_write_nothing(run_20_steps, tmp_path, mode, kwargs, message):
   out = tmp_path / "grid.png"
   with pytest.raises(UserError, match=message):
-    sample.run("generate", str(out), workdir=run_20_steps, **kwargs)
+    sample.run(mode, str(out), workdir=run_20_steps, **kwargs)
   assert not out.exists()
 
 
@@ -86,9 +85,7 @@ def _tiny_run(tmp_path_factory, name, **overrides):
   config.train.batch_size, config.train.num_steps = 16, 2
   config.train.log_every = config.train.checkpoint_every = config.train.sample_every = 2
   config.train.num_sample_images = 4
-  for key, value in overrides.items():
-    section, field = key.split(".")
-    config[section][field] = value
+  config.update_from_flattened_dict(overrides)
   workdir = str(tmp_path_factory.mktemp(name))
   train.train_and_evaluate(config, workdir)
   return workdir
@@ -110,11 +107,9 @@ def test_conditional_sample_with_class_3_is_reproducible(cgan_run, tmp_path):
   sample.run("generate", a, workdir=cgan_run, seeds="0-3", class_idx=3)
   sample.run("generate", b, workdir=cgan_run, seeds="0-3", class_idx=3)
   assert np.array_equal(np.asarray(Image.open(a)), np.asarray(Image.open(b)))
-  config, state, _ = sample.load_run(cgan_run)
-  from aigc_jax.trainers import gan
-  z = sample.latents_from_seeds([0, 1], config.model.latent_dim)
-  three = gan.generate(config, state, None, 2, np.full(2, 3, np.int32), z=z)
-  five = gan.generate(config, state, None, 2, np.full(2, 5, np.int32), z=z)
+  config, state, _ = runs.load_run(cgan_run)
+  three = sample.generate_grid(config, state, [0, 1], class_idx=3)
+  five = sample.generate_grid(config, state, [0, 1], class_idx=5)
   assert not np.allclose(three, five)
   with pytest.raises(UserError, match="--class=12 is out of range"):
     sample.run("generate", str(tmp_path / "c.png"), workdir=cgan_run, class_idx=12)
@@ -123,7 +118,7 @@ def test_conditional_sample_with_class_3_is_reproducible(cgan_run, tmp_path):
 def _captured_frames(monkeypatch):
   """Makes sample.run hand its images to a list instead of writing them."""
   frames = []
-  monkeypatch.setattr(sample, "_write", lambda out, images, ncols=None: frames.append(np.asarray(images)))
+  monkeypatch.setattr(sample, "write_images", lambda out, images, ncols=None: frames.append(np.asarray(images)))
   return frames
 
 
@@ -153,14 +148,18 @@ def test_conditional_interpolation_keeps_the_first_seeds_class(cgan_run, monkeyp
 
 
 def test_truncation_scales_latents_and_psi_0_gives_one_image(cgan_run, tmp_path):
+  import jax
   import jax.numpy as jnp
-  np.testing.assert_allclose(sample.truncate(jnp.array([2.0, -4.0]), 0.5), [1.0, -2.0])
+  from aigc_jax.trainers import gan
+  config, state, _ = runs.load_run(cgan_run)
+  labels, keys = np.ones(4, np.int32), jax.random.split(jax.random.key(0), 4)
+  z = generation.seed_noise(config, [0, 1, 2, 3])
+  np.testing.assert_allclose(gan.generate(config, state, z, labels, keys, {"trunc": 0.5}),
+                             gan.generate(config, state, 0.5 * z, labels, keys, {}), atol=1e-6)
   out, ref = str(tmp_path / "t.png"), str(tmp_path / "ref.png")
   sample.run("generate", out, workdir=cgan_run, seeds="0-3", class_idx=1, trunc=0.0)
-  config, state, _ = sample.load_run(cgan_run)
-  from aigc_jax.trainers import gan
-  mean_image = gan.generate(config, state, None, 4, np.ones(4, np.int32), z=jnp.zeros((4, config.model.latent_dim)))
-  sample._write(ref, np.asarray(mean_image))
+  mean_image = gan.generate(config, state, jnp.zeros((4, config.model.latent_dim)), labels, keys, {})
+  sample.write_images(ref, np.asarray(mean_image))
   assert np.array_equal(np.asarray(Image.open(out)), np.asarray(Image.open(ref)))
   with pytest.raises(UserError, match="--trunc"):
     sample.run("generate", out, workdir=cgan_run, trunc=1.5)
@@ -168,14 +167,12 @@ def test_truncation_scales_latents_and_psi_0_gives_one_image(cgan_run, tmp_path)
 
 def test_pretrained_export_and_load_round_trip(cgan_run, tmp_path):
   from aigc_jax import pretrained
-  from aigc_jax.trainers import gan
-  config, state, _ = sample.load_run(cgan_run)
+  config, state, _ = runs.load_run(cgan_run)
   pretrained.export(cgan_run, "tiny", str(tmp_path))
   loaded_config, loaded = pretrained.load("tiny", str(tmp_path))
-  z = sample.latents_from_seeds([0, 1, 2], config.model.latent_dim)
   labels = np.array([0, 3, 9], np.int32)
-  np.testing.assert_array_equal(gan.generate(loaded_config, loaded, None, 3, labels, z=z),
-                                gan.generate(config, state, None, 3, labels, z=z))
+  np.testing.assert_array_equal(generation.from_seeds(loaded_config, loaded, [0, 1, 2], labels),
+                                generation.from_seeds(config, state, [0, 1, 2], labels))
   with pytest.raises(UserError, match="not a shipped model"):
     pretrained.load("nope", str(tmp_path))
   out = tmp_path / "grid.png"
@@ -187,12 +184,13 @@ def test_pretrained_export_and_load_round_trip(cgan_run, tmp_path):
 def test_vae_interpolation_starts_and_ends_at_the_reconstructions(vae_run, tmp_path):
   from aigc_jax import data
   from aigc_jax.trainers import vae
-  config, state, _ = sample.load_run(vae_run)
+  config, state, _ = runs.load_run(vae_run)
   out = str(tmp_path / "walk.png")
   sample.run("interpolate", out, workdir=vae_run, seeds="3,7", frames=5)
   pictures = data.load_images(config.data, config.data.eval_split, 8)
-  recon = np.asarray(vae.reconstruct(config, state, pictures[[3, 7]]))
-  walk = np.asarray(sample._interpolate_encoded(config, state, vae, [3, 7], 5, None))
+  codes = vae.encode(config, state, pictures[[3, 7]])
+  recon = np.asarray(vae.generate(config, state, codes, None, None, {}))
+  walk = np.asarray(sample.interpolation(config, state, [3, 7], 5))
   np.testing.assert_allclose(walk[0], recon[0], atol=1e-5)
   np.testing.assert_allclose(walk[-1], recon[1], atol=1e-5)
   assert Image.open(out).size[0] > Image.open(out).size[1]
@@ -209,3 +207,60 @@ def test_shipped_models_write_a_grid_offline(name, tmp_path):
   assert grid.shape[0] >= 256 and grid.std() > 10  # Drawn, not blank.
   config, _ = pretrained.load(name)
   assert config.data.image_size == 28 and config.data.dataset == "mnist_idx"
+
+
+def test_a_family_that_cannot_serve_a_mode_says_so_in_one_line(run_20_steps, tmp_path):
+  out = tmp_path / "r.png"
+  with pytest.raises(UserError, match="^gan models cannot reconstruct; families that can: vae$"):
+    sample.run("reconstruct", str(out), workdir=run_20_steps)
+  with pytest.raises(UserError, match="gan models cannot show a sampling trajectory"):
+    sample.run("trajectory", str(tmp_path / "t.gif"), workdir=run_20_steps, seeds="0")
+  assert not out.exists()
+
+
+@pytest.mark.parametrize("mode, kwargs, message", [
+    ("noise", {"seeds": "0-3"}, "--seeds does not apply to --mode=noise"),
+    ("noise", {"workdir": "run"}, "--workdir does not apply to --mode=noise"),
+    ("noise", {"trunc": 0.5}, "--trunc does not apply to --mode=noise"),
+    ("rule", {"class_idx": 3}, "--class does not apply to --mode=rule"),
+    ("rule", {"size": 32}, "--size does not apply to --mode=rule"),
+    ("generate", {"seed": 3}, "--seed does not apply to --mode=generate"),
+    ("generate", {"transform": "rotate(-5,5)"}, "--transform does not apply to --mode=generate"),
+])
+def test_flags_a_mode_does_not_read_are_refused(tmp_path, mode, kwargs, message):
+  out = tmp_path / "x.png"
+  with pytest.raises(UserError, match=message):
+    sample.run(mode, str(out), **kwargs)
+  assert not out.exists()
+
+
+def test_an_option_the_family_does_not_take_is_refused(vae_run, tmp_path):
+  with pytest.raises(UserError, match="--trunc does not apply to walks between vae encodings"):
+    sample.run("interpolate", str(tmp_path / "w.gif"), workdir=vae_run, seeds="3,7", trunc=0.5)
+
+
+def test_outdir_writes_one_png_per_seed_and_keeps_existing_files(run_20_steps, tmp_path):
+  from aigc_jax import images
+  outdir = tmp_path / "fakes"
+  assert sample.run("generate", None, workdir=run_20_steps, seeds="0-4", outdir=str(outdir)) == str(outdir)
+  names = sorted(os.listdir(outdir))
+  assert names == [f"seed{s:06d}.png" for s in range(5)]
+  config, state, _ = runs.load_run(run_20_steps)
+  expected = images.to_uint8(np.asarray(sample.generate_grid(config, state, [0, 1, 2, 3, 4])))
+  for seed in range(5):
+    written = np.asarray(Image.open(outdir / f"seed{seed:06d}.png"))
+    assert written.shape == (8, 8)  # the model's resolution, greyscale
+    # Another batch size may round a pixel the other way: at most one level apart.
+    assert np.abs(written.astype(int) - expected[seed, ..., 0]).max() <= 1
+  # Resuming: files already there are kept as they are, missing ones are made.
+  os.remove(outdir / "seed000003.png")
+  Image.fromarray(np.zeros((8, 8), np.uint8)).save(outdir / "seed000001.png")
+  sample.run("generate", None, workdir=run_20_steps, seeds="0-5", outdir=str(outdir))
+  assert len(os.listdir(outdir)) == 6
+  assert np.asarray(Image.open(outdir / "seed000001.png")).max() == 0
+  remade = np.asarray(Image.open(outdir / "seed000003.png")).astype(int)
+  assert np.abs(remade - expected[3, ..., 0]).max() <= 1
+  with pytest.raises(UserError, match="--outdir does not apply to --mode=interpolate"):
+    sample.run("interpolate", None, workdir=run_20_steps, seeds="0,1", outdir=str(outdir))
+  with pytest.raises(UserError, match="not both"):
+    sample.run("generate", str(tmp_path / "g.png"), workdir=run_20_steps, outdir=str(outdir))

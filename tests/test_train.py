@@ -11,7 +11,7 @@ import jax
 import numpy as np
 import pytest
 
-from aigc_jax import checkpoints, sample, train
+from aigc_jax import checkpoints, runs, train
 from aigc_jax.errors import UserError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -27,9 +27,7 @@ def quickstart(**overrides):
   finally:
     sys.path.pop(0)
   config = q.get_config()
-  for key, value in {**TINY, **overrides}.items():
-    section, name = key.split(".")
-    config[section][name] = value
+  config.update_from_flattened_dict({**TINY, **overrides})
   return config
 
 
@@ -59,8 +57,8 @@ def test_resume_in_a_new_process_gives_identical_parameters(run_20_steps, tmp_pa
   rc, _, err = train_cli(workdir, 20, "--verbosity=0")
   assert rc == 0, err
   assert "steps_per_sec" in err  # --verbosity=0 shows the libraries' INFO records on the terminal too
-  _, resumed, step = sample.load_run(workdir)
-  _, uninterrupted, _ = sample.load_run(run_20_steps)
+  _, resumed, step = runs.load_run(workdir)
+  _, uninterrupted, _ = runs.load_run(run_20_steps)
   assert step == 20 and int(resumed.step) == 20
   for a, b in zip(jax.tree.leaves(resumed), jax.tree.leaves(uninterrupted)):
     np.testing.assert_array_equal(a, b)
@@ -131,7 +129,7 @@ def test_a_non_finite_state_is_never_saved(tmp_path):
     train.train_and_evaluate(config, workdir)
   assert os.listdir(os.path.join(workdir, "checkpoints")) == []
   with pytest.raises(UserError, match="no checkpoint in"):
-    sample.load_run(workdir)
+    runs.load_run(workdir)
 
 
 def test_resume_refuses_another_experiment_and_leaves_the_run_as_it_was(run_20_steps, tmp_path):
@@ -158,8 +156,8 @@ def test_training_resumes_past_a_damaged_checkpoint_and_replaces_it(run_20_steps
   assert len(warnings) == 1, warnings
   assert warnings[0].startswith("warning: the checkpoint at step 20 ")
   assert " is damaged (OUT_OF_RANGE: " in warnings[0] and warnings[0].endswith("): skipped, using step 10")
-  _, uninterrupted, _ = sample.load_run(run_20_steps)
-  _, rewritten, step = sample.load_run(workdir)  # step 20 again, and readable
+  _, uninterrupted, _ = runs.load_run(run_20_steps)
+  _, rewritten, step = runs.load_run(workdir)  # step 20 again, and readable
   assert step == 20
   for a, b, c in zip(jax.tree.leaves(resumed), jax.tree.leaves(uninterrupted), jax.tree.leaves(rewritten),
                      strict=True):
@@ -176,8 +174,8 @@ def test_a_resume_with_another_steps_per_dispatch_ends_on_every_checkpoint(run_2
                                          "train.checkpoint_every": 8, "train.log_every": 4,
                                          "train.sample_every": 20}), workdir)
   assert sorted(os.listdir(os.path.join(workdir, "checkpoints")), key=int) == ["10", "16", "20"]
-  _, resumed, _ = sample.load_run(workdir)
-  _, uninterrupted, _ = sample.load_run(run_20_steps)
+  _, resumed, _ = runs.load_run(workdir)
+  _, uninterrupted, _ = runs.load_run(run_20_steps)
   for a, b in zip(jax.tree.leaves(resumed), jax.tree.leaves(uninterrupted), strict=True):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
   # The safe changes are allowed, and recorded: config.json and the log say what the run is now.
@@ -251,7 +249,7 @@ def test_sigterm_saves_at_the_next_step_boundary_and_resuming_continues_exactly(
   assert "steps_per_sec" in log and "step 5/1000: d_fake " in log and "stopped at step 8" in log
 
   resumed = train.train_and_evaluate(quickstart(**{"train.num_steps": 20}), str(workdir))
-  _, uninterrupted, _ = sample.load_run(run_20_steps)
+  _, uninterrupted, _ = runs.load_run(run_20_steps)
   for a, b in zip(jax.tree.leaves(resumed), jax.tree.leaves(uninterrupted), strict=True):
     np.testing.assert_array_equal(a, b)
 
@@ -289,8 +287,8 @@ def test_k_steps_per_dispatch_equal_k_single_steps(run_20_steps, tmp_path):
   every = {"train.log_every": 10, "train.checkpoint_every": 10, "train.sample_every": 10}
   train.train_and_evaluate(quickstart(**{"train.num_steps": 20, "train.steps_per_dispatch": 2,
                                          **every}), workdir)
-  _, scanned, _ = sample.load_run(workdir)
-  _, single, _ = sample.load_run(run_20_steps)
+  _, scanned, _ = runs.load_run(workdir)
+  _, single, _ = runs.load_run(run_20_steps)
   for a, b in zip(jax.tree.leaves(scanned), jax.tree.leaves(single), strict=True):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
 
@@ -299,7 +297,7 @@ def test_on_device_data_trains_to_the_same_parameters(run_20_steps, tmp_path):
   """data.on_device gives the host pipeline's batches, so the run ends in the same state."""
   workdir = str(tmp_path / "on_device")
   train.train_and_evaluate(quickstart(**{"train.num_steps": 20, "data.on_device": True}), workdir)
-  _, on_device, _ = sample.load_run(workdir)
-  _, host, _ = sample.load_run(run_20_steps)
+  _, on_device, _ = runs.load_run(workdir)
+  _, host, _ = runs.load_run(run_20_steps)
   for a, b in zip(jax.tree.leaves(on_device), jax.tree.leaves(host)):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

@@ -78,7 +78,7 @@ def preprocess(images: tf.Tensor, image_size: int, channels: int) -> tf.Tensor:
     x = x[:, (h - side) // 2:(h - side) // 2 + side, (w - side) // 2:(w - side) // 2 + side]
   if x.shape[1] != image_size:
     # Antialiasing only changes shrinking (CelebA 178 -> 64), where it keeps thin strokes;
-    # growing is the same without it and several times faster.
+    # growing is the same without it and much cheaper (benchmarks/RESULTS.md, "Input pipeline").
     x = tf.image.resize(x, (image_size, image_size), method="bilinear",
                         antialias=image_size < x.shape[1])
   if x.shape[-1] == 3 and channels == 1:
@@ -255,8 +255,8 @@ class MeshPrefetcher:
     self.close()
 
 
-# Steps whose batch indices and flip coins one TensorFlow call computes for DeviceBatches: per-step
-# calls cost ~0.3-1 ms each, more than the gather they feed.
+# Steps whose batch indices and flip coins one TensorFlow call computes for DeviceBatches: an eager
+# call per step costs more than the gather it feeds (benchmarks/RESULTS.md, "Input pipeline").
 _INDEX_CHUNK = 128
 
 

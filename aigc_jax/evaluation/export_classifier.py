@@ -22,18 +22,15 @@ def export(workdir: str, output: str, step: int | None = None,
 
   An existing `output` (the shipped weights among them) is replaced only with `overwrite`.
   """
-  from aigc_jax import checkpoints, data, sample
-  from aigc_jax.errors import UserError
-  from aigc_jax.trainers import classifier
+  from aigc_jax import checkpoints, data, runs, trainers
+  from aigc_jax.evaluation import scoring
 
   checkpoints.check_outputs([output], overwrite)
-  config, state, step = sample.load_run(workdir, step)
-  if config.model.family != "classifier":
-    raise UserError(f"{workdir!r} is a model.family={config.model.family!r} run, not a classifier: "
-                    "export_classifier takes a run of configs/classifier_mnist.py")
+  config, state, step = runs.load_run(workdir, step)
+  trainers.require(trainers.get_family(config), "classify", "be exported as the digit classifier")
   split = config.data.eval_split
   images, labels = data.load_examples(config.data, split, data.dataset_size(config.data, split))
-  result = classifier.evaluate(config, state, images, labels)
+  result = scoring.held_out_metrics(config, state, images, labels)
   features.save_lenet_params(output, state.params)
   return {**result, "num_examples": len(labels), "step": step}
 

@@ -32,9 +32,9 @@ def _psd_eigvals_clean(w: np.ndarray) -> np.ndarray:
 def _idle_cpus() -> int:
   """CPUs this process may use that no other runnable task holds right now (at least 1).
 
-  OpenBLAS threads wait for each other at every step: a 2048-d `eigvalsh` with two threads
-  on a 2-core machine busy with other work took 9-15 s against 0.5 s on one thread, while on
-  idle cores two threads are 1.7x faster than one. So BLAS gets only the cores idle now.
+  OpenBLAS threads wait for each other at every step, so a thread on a core busy with other
+  work stalls the rest, while threads on idle cores help: BLAS gets only the cores idle now
+  (benchmarks/RESULTS.md, "Evaluation").
   """
   try:
     cpus = len(os.sched_getaffinity(0))

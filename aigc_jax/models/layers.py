@@ -4,7 +4,7 @@
 `flax.linen.ConvTranspose(features, (4, 4), strides=(2, 2), padding="SAME")`
 (= PyTorch `ConvTranspose2d(in, out, 4, stride=2, padding=1)`, doubling H and W),
 but never asks XLA for a strided transposed convolution: XLA:CPU differentiates
-those ~40x slower than PyTorch. It uses the sub-pixel (phase) decomposition
+those far slower than PyTorch. It uses the sub-pixel (phase) decomposition
 instead: output pixel (2r+a, 2c+b) only ever sees input rows {r-1+a, r+a} and
 columns {c-1+b, c+b}, through kernel taps {a, a+2} x {b, b+2}. So four stride-1
 2x2 convolutions (one per phase (a, b)) interleaved by depth-to-space give the
@@ -21,7 +21,7 @@ forward is XLA's, but the input gradient, which is a stride-2 transposed
 convolution of the output gradient and which XLA computes as a slow
 input-dilated convolution, goes through `conv_transpose_2x`. All kernel
 gradients are written in the form XLA:CPU runs fast even inside a `lax.scan`
-or `lax.cond`, where XLA's own form runs ~100x slower.
+or `lax.cond`, where XLA's own form takes a slow generic path.
 
 `ConvTransposeFromVector` is `flax.linen.ConvTranspose(features, (k, k),
 padding="VALID")` applied to a 1x1 map (a latent vector): a single matmul.
@@ -53,8 +53,8 @@ Initializer = Callable[..., jax.Array]
 
 
 # Up to this many output channels (the to-pixels layers) XLA's own transposed conv (an
-# input-dilated conv) runs the forward 2-5x faster than the four phase convs; from 8 channels
-# up it is slower (benchmarks/RESULTS.md, "Train step"). Only the forward: the gradients are
+# input-dilated conv) runs the forward faster than the four phase convs; from 8 channels up
+# it is slower (benchmarks/RESULTS.md, "Train step"). Only the forward: the gradients are
 # always the adjoint conv's (`_conv_2x_bwd`).
 _MAX_CHANNELS_FOR_DILATED_FORWARD = 4
 
@@ -94,7 +94,7 @@ def _kernel_gradient(x: jax.Array, g: jax.Array) -> jax.Array:
   Written as the convolution XLA:CPU hands to Eigen (C_in as the batch, N as the features, g as a
   2x-dilated HWIO kernel). Outside loops XLA rewrites its own autodiff form of this gradient into
   exactly this; inside a lax.scan or cond (k steps per dispatch, lazy R1) it does not, and the
-  un-rewritten form runs 100x slower (jax-ml/jax#12868; benchmarks/RESULTS.md, "Train step").
+  un-rewritten form takes a slow generic path (jax-ml/jax#12868; benchmarks/RESULTS.md, "Train step").
   """
   lhs = jnp.transpose(x, (3, 1, 2, 0))  # [C_in, H, W, N]
   rhs = jnp.transpose(g, (1, 2, 0, 3))  # [H/2, W/2, N, C_out]
@@ -162,8 +162,8 @@ def conv_to_vector(x: jax.Array, kernel: jax.Array) -> jax.Array:
 def channel_sums(rows: jax.Array) -> jax.Array:
   """Sums [M, C] over M as a product with a vector of ones.
 
-  XLA:CPU rewrites large sums into tree reductions (reduce-window) that run several times
-  slower than this matrix-vector product (benchmarks/RESULTS.md, "Train step").
+  XLA:CPU rewrites large sums into tree reductions (reduce-window) that run slower than this
+  matrix-vector product (benchmarks/RESULTS.md, "Train step").
   """
   return jnp.dot(jnp.ones((rows.shape[0],), rows.dtype), rows,
                  preferred_element_type=jnp.promote_types(rows.dtype, jnp.float32)).astype(rows.dtype)

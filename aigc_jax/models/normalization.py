@@ -12,9 +12,9 @@ updated.
 parameters, running statistics, function and gradients), with each of its
 sums over (N, H, W), forward and backward, a product with a vector of ones
 (in float32 steps; bfloat16 ones keep plain reductions).
-XLA:CPU rewrites such large sums into tree reductions (reduce-window) that
-took about 12% of a 64x64 DCGAN train step; as matrix-vector products they
-take a few BLAS calls (benchmarks/RESULTS.md, "Train step").
+XLA:CPU rewrites such large sums into tree reductions (reduce-window), a
+large share of a CPU train step; as matrix-vector products they take a few
+BLAS calls (benchmarks/RESULTS.md, "Train step").
 """
 
 from __future__ import annotations

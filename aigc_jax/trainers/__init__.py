@@ -1,17 +1,17 @@
-"""Per-family training logic: state, losses, pure train steps, generation; sharded compilation.
+"""Model families (`gan`, `vae`, `classifier`, ...) and the sharded compilation of their steps.
 
-Each family module (`gan`, `vae`, `classifier`) exposes `init_state(config, key)`,
-`make_train_step(config)` and, for generators, `generate(config, state, key, num, labels)`.
-This package adds what turns a family's step into a sharded, jitted, multi-step update
-(`init_sharded_state`, `compile_train_step`). It imports no TensorFlow, so steps can be built
-and timed wherever JAX runs, with any input pipeline.
+Each family is a module here defining `FAMILY` (see `family.Family`); `get_family` finds it by
+`config.model.family`, and `register` adds one defined elsewhere (a notebook, a test). This package
+adds what turns a family's step into a sharded, jitted, multi-step update (`init_sharded_state`,
+`compile_train_step`). It imports no TensorFlow, so steps can be built and timed wherever JAX runs,
+with any input pipeline.
 """
 
 from __future__ import annotations
 
 import functools
 import importlib
-from types import ModuleType
+import pkgutil
 from typing import Any, Callable
 
 import jax
@@ -19,11 +19,65 @@ import jax.numpy as jnp
 import ml_collections
 
 from aigc_jax import parallel
+from aigc_jax.errors import UserError
+from aigc_jax.trainers.family import Family, SampleOption
+
+__all__ = ["Family", "SampleOption", "register", "unregister", "get_family", "family_names",
+           "families", "require", "base_keys", "make_multi_step", "compile_train_step",
+           "init_sharded_state"]
+
+_REGISTERED: dict[str, Family] = {}  # families defined outside this package, by name
 
 
-def get_trainer(config: ml_collections.ConfigDict) -> ModuleType:
-  """Returns the trainer module for `config.model.family`."""
-  return importlib.import_module(f"aigc_jax.trainers.{config.model.family}")
+def register(family: Family) -> Family:
+  """Makes `family` available under `family.name` (for families defined outside this package)."""
+  _REGISTERED[family.name] = family
+  return family
+
+
+def unregister(name: str) -> None:
+  """Removes a family added with `register`."""
+  _REGISTERED.pop(name, None)
+
+
+def _built_in() -> dict[str, Family]:
+  found = {}
+  for info in pkgutil.iter_modules(__path__):
+    family = getattr(importlib.import_module(f"{__name__}.{info.name}"), "FAMILY", None)
+    if isinstance(family, Family):
+      found[family.name] = family
+  return found
+
+
+def families() -> dict[str, Family]:
+  """Every known family by name: this package's modules that define FAMILY, and registered ones."""
+  return {**_built_in(), **_REGISTERED}
+
+
+def family_names() -> list[str]:
+  """The names `model.family` accepts."""
+  return sorted(families())
+
+
+def get_family(config_or_name: ml_collections.ConfigDict | str) -> Family:
+  """The family named by `config.model.family` (or the name itself); UserError if unknown."""
+  name = config_or_name if isinstance(config_or_name, str) else config_or_name.model.family
+  if name in _REGISTERED:
+    return _REGISTERED[name]
+  try:
+    family = getattr(importlib.import_module(f"{__name__}.{name}"), "FAMILY", None)
+  except ModuleNotFoundError:
+    family = None
+  if not isinstance(family, Family):
+    raise UserError(f"config.model.family={name!r} is not valid: choose one of {family_names()}")
+  return family
+
+
+def require(family: Family, capability: str, doing: str) -> None:
+  """UserError unless `family` can `capability`, naming the families that can."""
+  if not family.can(capability):
+    able = [name for name, f in sorted(families().items()) if f.can(capability)]
+    raise UserError(f"{family.name} models cannot {doing}; families that can: {', '.join(able) or 'none'}")
 
 
 def base_keys(seed: int) -> dict[str, jax.Array]:
@@ -51,7 +105,7 @@ def make_multi_step(step_fn: Callable, steps_per_dispatch: int) -> Callable:
 
 def compile_train_step(config: ml_collections.ConfigDict, mesh, state_sharding) -> Callable:
   """Jits the (multi-)step with explicit shardings: state replicated and donated, batch split."""
-  step_fn = get_trainer(config).make_train_step(config)
+  step_fn = get_family(config).make_train_step(config)
   multi = make_multi_step(step_fn, config.train.steps_per_dispatch)
   return jax.jit(multi,
                  in_shardings=(state_sharding, parallel.batch_sharded(mesh), parallel.replicated(mesh)),
@@ -62,8 +116,7 @@ def compile_train_step(config: ml_collections.ConfigDict, mesh, state_sharding) 
 
 def init_sharded_state(config: ml_collections.ConfigDict, mesh, key: jax.Array) -> tuple[Any, Any]:
   """Initialises the train state directly onto its (replicated) shardings."""
-  trainer = get_trainer(config)
-  init = functools.partial(trainer.init_state, config)
+  init = functools.partial(get_family(config).init_state, config)
   abstract = jax.eval_shape(init, key)
   sharding = jax.tree.map(lambda _: parallel.replicated(mesh), abstract)
   return jax.jit(init, out_shardings=sharding)(key), sharding

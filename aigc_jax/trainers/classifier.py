@@ -8,11 +8,11 @@ import flax
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 import optax
 
 from aigc_jax.models.lenet import LeNet
 from aigc_jax.trainers import common
+from aigc_jax.trainers.family import Family
 
 
 @flax.struct.dataclass
@@ -61,22 +61,12 @@ def make_train_step(config: ml_collections.ConfigDict) -> Callable:
   return train_step
 
 
-def make_features_fn(params: Any, num_classes: int = 10) -> Callable[[jax.Array], dict]:
-  """A jitted `images -> {"conv", "features", "logits"}` for inference with `params`."""
-  model = LeNet(num_classes=num_classes)
-  return jax.jit(lambda images: model.apply({"params": params}, images, train=False))
+def classify(config: ml_collections.ConfigDict, state: ClassifierState, images: jax.Array) -> jax.Array:
+  """Class logits of `images` (float [-1, 1]) in inference mode."""
+  return build_model(config).apply({"params": state.params}, images, train=False)["logits"]
 
 
-def evaluate(config: ml_collections.ConfigDict, state: ClassifierState, images, labels,
-             batch_size: int = 1000) -> dict[str, float]:
-  """Mean cross-entropy and accuracy of the classifier on `images` (float [-1,1]) and `labels`."""
-  features = make_features_fn(state.params, config.model.num_classes or 10)
-  labels = np.asarray(labels)
-  loss_sum, correct = 0.0, 0
-  for i in range(0, len(labels), batch_size):
-    logits = features(jnp.asarray(images[i:i + batch_size]))["logits"]
-    loss, accuracy = _loss_and_accuracy(logits, jnp.asarray(labels[i:i + batch_size]))
-    n = len(labels[i:i + batch_size])
-    loss_sum += float(loss) * n
-    correct += round(float(accuracy) * n)
-  return {"loss": loss_sum / len(labels), "accuracy": correct / len(labels)}
+FAMILY = Family(
+    name="classifier", model_names=("lenet",), section=None, defaults=None,
+    validate=lambda config: None, init_state=init_state, make_train_step=make_train_step,
+    classify=classify)

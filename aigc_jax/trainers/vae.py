@@ -8,7 +8,7 @@ conditioning of encoder and decoder (`model.num_classes`).
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import flax
 import jax
@@ -17,7 +17,12 @@ import ml_collections
 import optax
 
 from aigc_jax import models
-from aigc_jax.trainers import common
+from aigc_jax.config import fail
+from aigc_jax.models.vae import ConvVAE
+from aigc_jax.trainers import common, gan
+from aigc_jax.trainers.family import Family
+
+LIKELIHOODS = ("bernoulli", "gaussian")
 
 
 @flax.struct.dataclass
@@ -28,13 +33,47 @@ class VAEState:
   opt_state: Any
 
 
+def defaults() -> ml_collections.ConfigDict:
+  """The `vae` config section: every key with its default."""
+  v = ml_collections.ConfigDict()
+  v.likelihood = "bernoulli"
+  v.beta = 1.0
+  v.decoder_std = 0.1         # gaussian likelihood: the decoder's standard deviation (initial value if learned)
+  v.learn_decoder_std = False # gaussian likelihood: learn one log-std parameter instead of fixing it
+  v.kl_warmup_steps = 0       # KL weight rises linearly from 0 to beta over this many steps; 0: off
+  return v
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+  """Checks the vae.* keys."""
+  v = config.vae
+  if v.likelihood not in LIKELIHOODS:
+    fail("vae.likelihood", v.likelihood, f"choose one of {', '.join(LIKELIHOODS)}")
+  if v.decoder_std <= 0:
+    fail("vae.decoder_std", v.decoder_std, "must be a positive number")
+  if v.beta < 0:
+    fail("vae.beta", v.beta, "must be >= 0")
+  if v.learn_decoder_std and v.likelihood != "gaussian":
+    fail("vae.learn_decoder_std", True, "needs vae.likelihood='gaussian'")
+  if v.kl_warmup_steps < 0:
+    fail("vae.kl_warmup_steps", v.kl_warmup_steps, "must be 0 (off) or positive")
+
+
+def build_vae(config: ml_collections.ConfigDict) -> ConvVAE:
+  """The conv VAE the config describes."""
+  return ConvVAE(latent_dim=config.model.latent_dim, width=config.model.width,
+                 image_size=config.data.image_size, channels=config.data.channels,
+                 num_classes=config.model.num_classes, learn_std=config.vae.learn_decoder_std,
+                 init_std=config.vae.decoder_std, dtype=models.compute_dtype(config))
+
+
 def _labels(config: ml_collections.ConfigDict, batch: dict) -> jax.Array | None:
   return batch["label"] if config.model.num_classes else None
 
 
 def init_state(config: ml_collections.ConfigDict, key: jax.Array) -> VAEState:
   """Initialises the VAE and its Adam state."""
-  vae = models.build_vae(config)
+  vae = build_vae(config)
   size, channels = config.data.image_size, config.data.channels
   labels = jnp.zeros((1,), jnp.int32) if config.model.num_classes else None
   init_key, noise_key = jax.random.split(key)
@@ -77,7 +116,7 @@ def decoder_std(config: ml_collections.ConfigDict, params: Any) -> jax.Array | f
 
 def make_train_step(config: ml_collections.ConfigDict) -> Callable:
   """Returns the pure step `(state, batch, key) -> (state, metrics)` minimising the weighted -ELBO."""
-  vae = models.build_vae(config)
+  vae = build_vae(config)
   opt = common.adam(config, config.train.learning_rate)
   likelihood = config.vae.likelihood
 
@@ -113,24 +152,35 @@ def decoded_images(config: ml_collections.ConfigDict, out: jax.Array) -> jax.Arr
   return jnp.clip(out, -1.0, 1.0)
 
 
-def generate(config: ml_collections.ConfigDict, state: VAEState, key: jax.Array, num: int,
-             labels: jax.Array | None = None, z: jax.Array | None = None) -> jax.Array:
-  """Decodes `num` draws from the prior (or the given `z`) into images in [-1, 1]."""
-  vae = models.build_vae(config)
-  z, labels = common.generator_inputs(config, key, num, labels, z)
-  out = vae.apply({"params": state.params}, z, labels, method=vae.decode)
+def generate(config: ml_collections.ConfigDict, state: VAEState, z: jax.Array,
+             labels: jax.Array | None, keys: jax.Array, options: Mapping[str, Any]) -> jax.Array:
+  """Decodes latents `z` (truncated by options["trunc"]) into images in [-1, 1]."""
+  del keys  # decoding the mean is deterministic
+  vae = build_vae(config)
+  out = vae.apply({"params": state.params}, gan.truncation(options) * z, labels, method=vae.decode)
   return decoded_images(config, out)
 
 
 def encode(config: ml_collections.ConfigDict, state: VAEState, images: jax.Array,
            labels: jax.Array | None = None) -> jax.Array:
   """Returns the posterior means of `images`."""
-  vae = models.build_vae(config)
+  vae = build_vae(config)
   mean, _ = vae.apply({"params": state.params}, images, labels, method=vae.encode)
   return mean
 
 
-def reconstruct(config: ml_collections.ConfigDict, state: VAEState, images: jax.Array,
-                labels: jax.Array | None = None) -> jax.Array:
-  """Decodes the posterior means of `images` back into images in [-1, 1]."""
-  return generate(config, state, None, images.shape[0], labels, z=encode(config, state, images, labels))
+def sampling_fields(config: ml_collections.ConfigDict, state: VAEState) -> dict:
+  """What a shipped VAE keeps: all its parameters."""
+  return {"params": state.params}
+
+
+def with_sampling_fields(config: ml_collections.ConfigDict, state: VAEState, fields: dict) -> VAEState:
+  """`state` with a shipped VAE's parameters put back."""
+  return state.replace(params=flax.serialization.from_state_dict(state.params, fields["params"]))
+
+
+FAMILY = Family(
+    name="vae", model_names=("conv_vae",), section="vae", defaults=defaults, validate=validate,
+    init_state=init_state, make_train_step=make_train_step, noise=gan.noise, generate=generate,
+    sample_options=(gan.TRUNCATION,), encode=encode, sampling_fields=sampling_fields,
+    with_sampling_fields=with_sampling_fields)

@@ -138,10 +138,9 @@ def _bilinear_jvp(primals, tangents):
 # sum) over the whole batch before the next. Nearest and bilinear are memory-bound, so once a batch
 # outgrows the last-level cache they stream it through memory several times; from this many input
 # values on (32 MiB of float32) they run in chunks of _CPU_CHUNK_VALUES (at least two images), which
-# stay in cache: 256 px, batch 256, 1.34x OpenCV chunked vs 0.88x in one pass, 128 px 1.27x vs
-# 1.12x. Smaller batches, and bicubic (16 taps, arithmetic-bound), are faster in one pass, whose
-# large ops XLA spreads over the cores (64 px: 1.40x vs 1.04x). Accelerators take it whole.
-# Measured in benchmarks/RESULTS.md (Transforms).
+# stay in cache. Smaller batches, and bicubic (16 taps, arithmetic-bound), are faster in one pass,
+# whose large ops XLA spreads over the cores. Accelerators take it whole (benchmarks/RESULTS.md,
+# "Transforms").
 _CPU_ONE_PASS_VALUES = 2**23
 _CPU_CHUNK_VALUES = 2**17
 

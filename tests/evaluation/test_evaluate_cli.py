@@ -10,9 +10,10 @@ import jax
 import numpy as np
 import pytest
 
-from aigc_jax import evaluate, train
+from aigc_jax import generation, runs, train
 from aigc_jax.config import base_config
 from aigc_jax.errors import UserError
+from aigc_jax.evaluation import scoring
 
 
 @pytest.fixture(scope="module")
@@ -30,31 +31,30 @@ def run_dir(tmp_path_factory):
 
 def test_evaluate_run_writes_metrics_json(run_dir):
   workdir, _ = run_dir
-  result = evaluate.evaluate_run(workdir, num_samples=150, extractor="digits", progress=False)
+  result = scoring.evaluate_run(workdir, num_samples=150, extractor="digits", progress=False)
   with open(os.path.join(workdir, "metrics.json")) as f:
     assert json.load(f) == result
   assert result["step"] == 2 and result["reference"] == "digits:train"
   m = result["metrics"]
   assert np.isfinite(m["fid"]) and m["fid"] > 0 and 0 <= m["coverage"] <= 1
   assert len(glob.glob(os.path.join(workdir, "reference_digits_digits_train_8px_150_*.npz"))) == 1
-  table = evaluate.format_table(result)
+  table = scoring.format_table(result)
   assert "fid" in table and "150 samples" in table
   with pytest.raises(UserError, match="cannot take 5000 images"):
-    evaluate.evaluate_run(workdir, num_samples=5000, extractor="digits", progress=False)
+    scoring.evaluate_run(workdir, num_samples=5000, extractor="digits", progress=False)
   with pytest.raises(UserError, match="--batch_size=0: need at least 1"):
-    evaluate.evaluate_run(workdir, num_samples=150, extractor="digits", batch_size=0, progress=False)
+    scoring.evaluate_run(workdir, num_samples=150, extractor="digits", batch_size=0, progress=False)
 
 
 def test_periodic_evaluation_hook(run_dir):
   workdir, config = run_dir
-  from aigc_jax import sample
-  _, state, _ = sample.load_run(workdir)
+  _, state, _ = runs.load_run(workdir)
   config = config.copy_and_resolve_references()
   config.train.eval_num_samples = 120
-  first = evaluate.evaluate_during_training(config, state, workdir, 2)
+  first = scoring.evaluate_during_training(config, state, workdir)
   assert {"eval/fid", "eval/kid", "eval/precision", "eval/style_gram_distance"} <= set(first)
   assert all(isinstance(v, float) for v in first.values())
-  assert evaluate.evaluate_during_training(config, state, workdir, 4) == first  # fixed eval noise
+  assert scoring.evaluate_during_training(config, state, workdir) == first  # fixed eval noise
 
 
 def test_cli_bad_extractor_is_one_line_and_exit_2(run_dir):
@@ -66,16 +66,15 @@ def test_cli_bad_extractor_is_one_line_and_exit_2(run_dir):
 
 
 def test_generate_fn_truncation_scales_the_latents(run_dir):
-  """psi scales z ~ N(0, I): psi=1 is the trainer's own sampling, psi=0 every image from z = 0."""
+  """psi scales z ~ N(0, I): psi=1 is the family's own sampling, psi=0 every image from z = 0."""
   workdir, config = run_dir
-  from aigc_jax import sample, trainers
-  _, state, _ = sample.load_run(workdir)
+  _, state, _ = runs.load_run(workdir)
   key = jax.random.key(3)
-  plain = evaluate.make_generate_fn(config, state, 8)(key, 8)
-  # The same latents as the trainer draws (up to the jitted program's float rounding).
-  np.testing.assert_allclose(plain, np.asarray(trainers.get_trainer(config).generate(config, state, key, 8)),
+  plain = generation.batch_generator(config, state, 8)(key, 8)
+  # The same latents as a grid drawn from the key (up to the jitted program's float rounding).
+  np.testing.assert_allclose(plain, np.asarray(generation.from_key(config, state, key, 8)),
                              rtol=1e-5, atol=1e-5)
-  zero = evaluate.make_generate_fn(config, state, 8, psi=0.0)(key, 8)
+  zero = generation.batch_generator(config, state, 8, {"trunc": 0.0})(key, 8)
   np.testing.assert_array_equal(zero, np.broadcast_to(zero[:1], zero.shape))
   assert not np.array_equal(plain, np.broadcast_to(plain[:1], plain.shape))
 
@@ -93,13 +92,13 @@ def test_evaluate_a_shipped_model(tmp_path, monkeypatch):
 
   monkeypatch.setattr(pretrained, "load", load_with_test_data_dir)
   config, state = pretrained.load("dcgan_mnist")
-  result = evaluate.evaluate_run(str(tmp_path / "out"), model="dcgan_mnist", num_samples=120,
+  result = scoring.evaluate_run(str(tmp_path / "out"), model="dcgan_mnist", num_samples=120,
                                  extractor="digits", reference="digits:train", seed=5, progress=False)
   with open(tmp_path / "out" / "metrics.json") as f:
     assert json.load(f) == result
   assert result["model"] == "dcgan_mnist" and result["step"] == config.train.num_steps
   extractor = features.get_extractor("digits")
-  fake, _ = pipeline.generated_summary(extractor, evaluate.make_generate_fn(config, state, 500),
+  fake, _ = pipeline.generated_summary(extractor, generation.batch_generator(config, state, 500),
                                        jax.random.key(5), 120)
   real = pipeline.reference_summary(extractor, pipeline.parse_reference("digits:train", config.data),
                                     120, str(tmp_path / "out"))
@@ -110,11 +109,11 @@ def test_evaluate_a_shipped_model(tmp_path, monkeypatch):
 
 def test_evaluate_a_shipped_model_bad_arguments(tmp_path):
   with pytest.raises(UserError, match="--step picks a checkpoint of a run"):
-    evaluate.evaluate_run(str(tmp_path), model="dcgan_mnist", step=3, num_samples=10, extractor="digits")
+    scoring.evaluate_run(str(tmp_path), model="dcgan_mnist", step=3, num_samples=10, extractor="digits")
   with pytest.raises(UserError, match="is not a shipped model"):
-    evaluate.evaluate_run(str(tmp_path), model="nope", num_samples=10, extractor="digits")
+    scoring.evaluate_run(str(tmp_path), model="nope", num_samples=10, extractor="digits")
   # --manual_dir replaces the folder the model's config recorded on the machine that trained it.
   missing = str(tmp_path / "no_idx_here")
   with pytest.raises(UserError, match=f"'{missing}' does not exist"):
-    evaluate.evaluate_run(str(tmp_path), model="dcgan_mnist", num_samples=10, extractor="digits",
+    scoring.evaluate_run(str(tmp_path), model="dcgan_mnist", num_samples=10, extractor="digits",
                           reference="mnist_idx:test", manual_dir=missing, progress=False)

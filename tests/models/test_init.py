@@ -1,9 +1,9 @@
-"""build_generator / build_discriminator / build_vae map config keys onto the modules."""
+"""The families' builders map config keys onto the modules."""
 
 import jax.numpy as jnp
 
 from aigc_jax import config as config_lib
-from aigc_jax import models
+from aigc_jax.trainers import gan, vae as vae_family
 
 
 def _config():
@@ -17,7 +17,7 @@ def _config():
 
 def test_builders_take_every_model_key_from_the_config():
   c = _config()
-  g, d, vae = models.build_generator(c), models.build_discriminator(c), models.build_vae(c)
+  g, d, vae = gan.build_generator(c), gan.build_discriminator(c), vae_family.build_vae(c)
   assert (g.image_size, g.channels, g.latent_dim, g.width, g.num_classes, g.dtype) == (
       28, 3, 7, 5, 10, jnp.bfloat16)
   assert (d.image_size, d.width, d.num_classes, d.norm, d.minibatch_std, d.dtype) == (
@@ -27,4 +27,4 @@ def test_builders_take_every_model_key_from_the_config():
 
 
 def test_float32_is_the_default_compute_dtype():
-  assert models.build_generator(config_lib.base_config()).dtype == jnp.float32
+  assert gan.build_generator(config_lib.base_config()).dtype == jnp.float32

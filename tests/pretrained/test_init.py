@@ -9,9 +9,9 @@ import jax
 import numpy as np
 import pytest
 
-from aigc_jax import evaluate, pretrained
+from aigc_jax import pretrained
 from aigc_jax.errors import UserError
-from aigc_jax.evaluation import pipeline
+from aigc_jax.evaluation import pipeline, scoring
 from tests.test_checkpoints import make_run
 from tests.test_train import quickstart
 
@@ -56,7 +56,7 @@ def test_export_checks_first_and_never_overwrites_by_default(gan_run, tmp_path):
   assert flags.FLAGS["directory"].default == "."
 
 
-@pytest.mark.parametrize("name", pretrained.NAMES)
+@pytest.mark.parametrize("name", pretrained.names())
 def test_shipped_models_carry_no_machine_paths(name):
   config_text = open(os.path.join(pretrained.DIR, f"{name}.json")).read()
   card = open(os.path.join(pretrained.DIR, f"{name}.md")).read()
@@ -77,13 +77,13 @@ def test_a_shipped_model_is_scored_against_tfds_mnist_unless_told_otherwise(tmp_
 
   monkeypatch.setattr(pipeline, "reference_summary", unavailable)
   with pytest.raises(UserError) as e:
-    evaluate.evaluate_run(str(tmp_path), model="dcgan_mnist", num_samples=10, extractor="digits",
+    scoring.evaluate_run(str(tmp_path), model="dcgan_mnist", num_samples=10, extractor="digits",
                           progress=False)
   assert asked == [("mnist", "test")]
   assert str(e.value).endswith("--model=dcgan_mnist is scored against mnist:test unless given "
                                "--manual_dir=/path/to/mnist (MNIST's IDX files) or --reference=DATASET:SPLIT")
   # With --manual_dir the model's own mnist_idx reference is read from that folder.
   with pytest.raises(UserError, match="could not be downloaded") as e:
-    evaluate.evaluate_run(str(tmp_path), model="dcgan_mnist", num_samples=10, extractor="digits",
+    scoring.evaluate_run(str(tmp_path), model="dcgan_mnist", num_samples=10, extractor="digits",
                           manual_dir=str(tmp_path), progress=False)
   assert asked[-1] == ("mnist_idx", "test") and "unless given" not in str(e.value)

@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from aigc_jax.config import base_config
+from aigc_jax.evaluation import scoring
 from aigc_jax.trainers import classifier
 
 
@@ -32,16 +33,15 @@ def test_training_learns_and_evaluate_matches_numpy():
   state = classifier.init_state(config, jax.random.key(0))
   step = jax.jit(classifier.make_train_step(config))
   test = _toy_batch(64, seed=99)
-  before = classifier.evaluate(config, state, test["image"], test["label"])
+  before = scoring.held_out_metrics(config, state, test["image"], test["label"])
   for i in range(30):
     state, metrics = step(state, _toy_batch(32, i), jax.random.key(i))
   assert int(state.step) == 30
   assert set(metrics) == {"loss", "accuracy"}
-  after = classifier.evaluate(config, state, test["image"], test["label"], batch_size=24)
+  after = scoring.held_out_metrics(config, state, test["image"], test["label"], batch_size=24)
   assert after["accuracy"] >= 0.95 and after["loss"] < before["loss"]
 
-  logits = np.asarray(classifier.make_features_fn(state.params)(jnp.asarray(test["image"]))["logits"],
-                      np.float64)
+  logits = np.asarray(classifier.classify(config, state, jnp.asarray(test["image"])), np.float64)
   log_p = logits - np.log(np.exp(logits).sum(1, keepdims=True))
   assert abs(after["loss"] + log_p[np.arange(64), test["label"]].mean()) < 1e-5
   assert after["accuracy"] == np.mean(logits.argmax(1) == test["label"])
