@@ -22,12 +22,13 @@ def export(workdir: str, output: str, step: int | None = None,
 
   An existing `output` (the shipped weights among them) is replaced only with `overwrite`.
   """
-  from aigc_jax import checkpoints, data, runs, trainers
+  from aigc_jax import checkpoints, config as config_lib, data, runs, trainers
   from aigc_jax.evaluation import scoring
 
   checkpoints.check_outputs([output], overwrite)
+  family = trainers.get_family(config_lib.complete(checkpoints.read_config(workdir)))
+  trainers.require(family, "classify", "be exported as the digit classifier")  # before any checkpoint is read
   config, state, step = runs.load_run(workdir, step)
-  trainers.require(trainers.get_family(config), "classify", "be exported as the digit classifier")
   split = config.data.eval_split
   images, labels = data.load_examples(config.data, split, data.dataset_size(config.data, split))
   result = scoring.held_out_metrics(config, state, images, labels)

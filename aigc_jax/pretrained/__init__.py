@@ -65,9 +65,9 @@ def export(workdir: str, name: str, directory: str = ".", step: int | None = Non
     raise UserError(f"--name={name!r} is not valid: letters, digits, '_', '-' and '.' only")
   config_path, weights_path = _paths(name, directory)
   checkpoints.check_outputs((config_path, weights_path), overwrite)
+  family = trainers.get_family(config_lib.complete(checkpoints.read_config(workdir)))
+  trainers.require(family, "generate", "generate images")  # before any checkpoint is read
   config, state, _ = runs.load_run(workdir, step)
-  family = trainers.get_family(config)
-  trainers.require(family, "generate", "generate images")
   weights = flax.serialization.msgpack_serialize(
       jax.device_get(flax.serialization.to_state_dict(family.sampling_fields(config, state))))
   checkpoints.write_together({weights_path: weights,

@@ -13,7 +13,6 @@ from aigc_jax import checkpoints, parallel, trainers
 from aigc_jax.config import base_config
 from aigc_jax.errors import UserError
 from aigc_jax.evaluation import export_classifier, features
-from tests.test_checkpoints import make_run
 from tests.test_train import ROOT, quickstart
 
 
@@ -47,24 +46,21 @@ def test_exports_the_params_with_their_held_out_accuracy(classifier_run, tmp_pat
   export_classifier.export(workdir, output, overwrite=True)
 
 
-def test_a_run_that_is_no_classifier_is_refused_before_anything_is_written(tmp_path):
+def test_a_run_that_is_no_classifier_is_refused_before_anything_is_read_or_written(tmp_path):
   workdir, output = str(tmp_path / "gan"), str(tmp_path / "lenet.npz")
-  make_run(workdir, quickstart(), [5])
+  checkpoints.write_config(workdir, quickstart())  # its config is enough: no checkpoint is opened
   with pytest.raises(UserError, match="gan models cannot be exported as the digit classifier"):
     export_classifier.export(workdir, output)
   assert not os.path.exists(output)
 
 
-def test_the_cli_has_no_default_output_and_leaves_the_shipped_weights_alone(classifier_run):
+def test_the_shipped_weights_are_never_overwritten_by_default(classifier_run):
   before = hashlib.sha256(open(features.DIGITS_WEIGHTS, "rb").read()).hexdigest()
+  with pytest.raises(UserError, match="lenet_mnist.npz' exists: pass --overwrite to replace it"):
+    export_classifier.export(classifier_run[0], features.DIGITS_WEIGHTS)
+  assert hashlib.sha256(open(features.DIGITS_WEIGHTS, "rb").read()).hexdigest() == before
+  # And the CLI has no default --output (it was the shipped file).
   proc = subprocess.run([sys.executable, "-m", "aigc_jax.evaluation.export_classifier",
                          f"--workdir={classifier_run[0]}"], cwd=ROOT, capture_output=True, text=True,
                         timeout=300, env={**os.environ, "JAX_PLATFORMS": "cpu"})
   assert proc.returncode == 2 and "--output" in proc.stderr.strip().splitlines()[-1], proc.stderr
-  proc = subprocess.run([sys.executable, "-m", "aigc_jax.evaluation.export_classifier",
-                         f"--workdir={classifier_run[0]}", f"--output={features.DIGITS_WEIGHTS}"],
-                        cwd=ROOT, capture_output=True, text=True, timeout=300,
-                        env={**os.environ, "JAX_PLATFORMS": "cpu"})
-  assert proc.returncode == 2, proc.stderr
-  assert proc.stderr.strip().splitlines()[-1].endswith("lenet_mnist.npz' exists: pass --overwrite to replace it")
-  assert hashlib.sha256(open(features.DIGITS_WEIGHTS, "rb").read()).hexdigest() == before

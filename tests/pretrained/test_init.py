@@ -9,7 +9,7 @@ import jax
 import numpy as np
 import pytest
 
-from aigc_jax import pretrained
+from aigc_jax import checkpoints, pretrained
 from aigc_jax.errors import UserError
 from aigc_jax.evaluation import pipeline, scoring
 from tests.test_checkpoints import make_run
@@ -50,6 +50,12 @@ def test_export_checks_first_and_never_overwrites_by_default(gan_run, tmp_path):
   assert sorted(os.listdir(tmp_path)) == ["tiny.json"] and (tmp_path / "tiny.json").read_text() == "keep me"
   pretrained.export(gan_run[0], "tiny", str(tmp_path), overwrite=True)
   assert json.loads((tmp_path / "tiny.json").read_text())["model"]["family"] == "gan"
+  # A run that does not generate is refused from its config alone, before a checkpoint is read.
+  classifier = quickstart()
+  classifier.model.family, classifier.model.name = "classifier", "lenet"
+  checkpoints.write_config(str(tmp_path / "lenet"), classifier)
+  with pytest.raises(UserError, match="classifier models cannot generate images"):
+    pretrained.export(str(tmp_path / "lenet"), "lenet", str(tmp_path))
   # The CLI's default folder is the current one, not the package's shipped models.
   from aigc_jax.pretrained import __main__ as cli  # noqa: F401 -- defines the flags
   from absl import flags
@@ -63,27 +69,20 @@ def test_shipped_models_carry_no_machine_paths(name):
   assert not MACHINE_PATH.search(config_text) and not MACHINE_PATH.search(card), name
   stored = json.loads(config_text)
   assert stored["data"]["manual_dir"] is None and stored["data"]["data_dir"] is None
-  assert "--manual_dir=/path/to/mnist" in card or "manual_dir=/path/to/mnist" in card
+  assert "manual_dir=/path/to/mnist" in card
 
 
 def test_a_shipped_model_is_scored_against_tfds_mnist_unless_told_otherwise(tmp_path, monkeypatch):
-  config, _ = pretrained.load("dcgan_mnist")
-  assert pretrained.default_reference(config) == "mnist:test"
   asked = []
 
   def unavailable(extractor, data_config, num, cache_dir=None):
-    asked.append((data_config.dataset, data_config.split))
+    asked.append((data_config.dataset, data_config.split, data_config.manual_dir))
     raise UserError("dataset 'mnist' is not prepared in '/x' and could not be downloaded (ConnectionError)")
 
   monkeypatch.setattr(pipeline, "reference_summary", unavailable)
   with pytest.raises(UserError) as e:
-    scoring.evaluate_run(str(tmp_path), model="dcgan_mnist", num_samples=10, extractor="digits",
-                          progress=False)
-  assert asked == [("mnist", "test")]
-  assert str(e.value).endswith("--model=dcgan_mnist is scored against mnist:test unless given "
+    scoring.evaluate_run(str(tmp_path), model="cgan_mnist", num_samples=10, extractor="digits",
+                         progress=False)
+  assert asked == [("mnist", "test", None)]
+  assert str(e.value).endswith("; --model=cgan_mnist is scored against mnist:test unless given "
                                "--manual_dir=/path/to/mnist (MNIST's IDX files) or --reference=DATASET:SPLIT")
-  # With --manual_dir the model's own mnist_idx reference is read from that folder.
-  with pytest.raises(UserError, match="could not be downloaded") as e:
-    scoring.evaluate_run(str(tmp_path), model="dcgan_mnist", num_samples=10, extractor="digits",
-                          manual_dir=str(tmp_path), progress=False)
-  assert asked[-1] == ("mnist_idx", "test") and "unless given" not in str(e.value)
