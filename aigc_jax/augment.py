@@ -166,11 +166,11 @@ def ada(key: jax.Array, images: jax.Array, p: jax.Array, pipeline: str = "bgc") 
   return ada_color(k_color, images, p) if "color" in groups else images
 
 
-def ada_adjust(p: jax.Array, real_logits: jax.Array, target: float, speed_images: float) -> jax.Array:
-  """Moves p towards keeping E[sign(D(real))] at `target`: up when D is over-confident, down when not."""
-  overfit = jnp.mean(jnp.sign(real_logits))
-  step = real_logits.shape[0] / speed_images
-  return jnp.clip(p + jnp.sign(overfit - target) * step, 0.0, 1.0)
+def ada_adjust(p: jax.Array, real_sign: jax.Array, batch_size: int, target: float,
+               speed_images: float) -> jax.Array:
+  """Moves p towards keeping `real_sign` = E[sign(D(real))] over a batch of `batch_size` at `target`:
+  up when D is over-confident, down when not."""
+  return jnp.clip(p + jnp.sign(real_sign - target) * (batch_size / speed_images), 0.0, 1.0)
 
 
 def make_augment(config: ml_collections.ConfigDict) -> Augment:

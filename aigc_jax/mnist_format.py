@@ -7,6 +7,7 @@ that must run without TensorFlow (benchmarks on accelerator machines) reads them
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import zlib
 
@@ -19,6 +20,9 @@ IMAGE_SHAPE = (28, 28, 1)
 _IMAGES_MAGIC = 0x00000803
 _LABELS_MAGIC = 0x00000801
 _PREFIXES = {"train": "train", "test": "t10k"}
+# deflate's largest ratio (a 258-byte match in about 2 bits): a gzip file inflates to at most ~1032x.
+_MAX_INFLATION = 1032
+_CHUNK = 1 << 20
 
 
 def expected_names() -> str:
@@ -55,24 +59,54 @@ def find_splits(folder: str | None) -> dict[str, tuple[str, str]]:
   return splits
 
 
-def read_idx(path: str, magic: int) -> np.ndarray:
-  """Reads an IDX file (gzipped or plain) of unsigned bytes; raises UserError if malformed."""
-  opener = gzip.open if path.endswith(".gz") else open
-  try:
-    with opener(path, "rb") as f:
-      data = f.read()
-  except (OSError, EOFError, zlib.error) as e:
-    raise UserError(f"cannot read IDX file {path!r}: {e}") from None
-  found = int.from_bytes(data[:4], "big") if len(data) >= 4 else None
+def _read_up_to(f, size: int) -> bytearray:
+  """Up to `size` bytes of `f`, read in chunks: memory grows with what the file holds, not what it claims."""
+  data = bytearray()
+  while len(data) < size:
+    chunk = f.read(min(size - len(data), _CHUNK))
+    if not chunk:
+      break
+    data += chunk
+  return data
+
+
+def _read_promised(f, path: str, magic: int, file_size: int, gzipped: bool) -> np.ndarray:
+  """Reads the header from the open file `f`, then only the bytes it promises (and one more, to detect padding)."""
+  head = f.read(4)
+  found = int.from_bytes(head, "big") if len(head) == 4 else None
   if found != magic:
     raise UserError(f"{path!r} is not an IDX file of the expected kind: magic number "
                     f"{found!r}, expected {magic:#010x}")
   ndim = magic & 0xFF
-  header = 4 + 4 * ndim
-  shape = tuple(int.from_bytes(data[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim))
-  if len(data) != header + int(np.prod(shape)):
+  dims = f.read(4 * ndim)
+  if len(dims) != 4 * ndim:
+    raise UserError(f"IDX file {path!r} is truncated: it ends inside its header")
+  shape = tuple(int.from_bytes(dims[4 * i:4 * i + 4], "big") for i in range(ndim))
+  if math.prod(max(d, 1) for d in shape) >= 2 ** 63:  # numpy sizes are int64
+    raise UserError(f"IDX file {path!r} has a broken header: shape {shape} has more than 2**63 elements")
+  size = math.prod(shape)
+  most = _MAX_INFLATION * file_size if gzipped else file_size - (4 + 4 * ndim)
+  if size > most:
+    raise UserError(f"IDX file {path!r} is truncated or its header is wrong: shape {shape} needs {size} bytes, "
+                    f"more than a {'gzip ' if gzipped else ''}file of {file_size} bytes can hold")
+  data = _read_up_to(f, size)
+  if len(data) != size or f.read(1):
     raise UserError(f"IDX file {path!r} is truncated or padded: its header says shape {shape}")
-  return np.frombuffer(data, np.uint8, offset=header).reshape(shape)
+  return np.frombuffer(data, np.uint8).reshape(shape)
+
+
+def read_idx(path: str, magic: int) -> np.ndarray:
+  """Reads an IDX file (gzipped or plain) of unsigned bytes; raises UserError if malformed.
+
+  The header is read first, then only the data it promises: a gzip file that inflates to more
+  is never decompressed whole.
+  """
+  gzipped = path.endswith(".gz")
+  try:
+    with (gzip.open if gzipped else open)(path, "rb") as f:
+      return _read_promised(f, path, magic, os.path.getsize(path), gzipped)
+  except (OSError, EOFError, zlib.error) as e:
+    raise UserError(f"cannot read IDX file {path!r}: {e}") from None
 
 
 def read_split(images_path: str, labels_path: str) -> tuple[np.ndarray, np.ndarray]:

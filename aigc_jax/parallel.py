@@ -1,16 +1,20 @@
 """Device mesh, shardings and host-to-global arrays; multi-host start-up.
 
-One mesh axis, "data", spans every device of every process: parameters are
-replicated and batches are split along their leading axis. The same code runs
-on one CPU, eight fake CPU devices in tests, a GPU node or a TPU pod slice; with
-several processes (`initialize_distributed`), the mesh spans all of them and each
-process feeds only its own devices.
+The mesh has two axes over every device of every process: "data" and "fsdp" (size
+`train.fsdp_devices`, default 1). Batches are split along their leading axis over both, so every
+device sees its own examples. Parameters and optimiser states are replicated over "data" and, when
+"fsdp" has more than one device, sharded over it (fully sharded data parallelism): each big leaf is
+split along its largest dimension the fsdp size divides, as big_vision's `fsdp` rule does, and XLA
+gathers it for the computation and scatters its gradient back. The same code runs on one CPU, eight
+fake CPU devices in tests, a GPU node or a TPU pod slice; with several processes
+(`initialize_distributed`), the mesh spans all of them and each process feeds only its own devices.
 """
 
 from __future__ import annotations
 
 import functools
 import os
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -20,22 +24,54 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from aigc_jax.errors import UserError
 
 DATA_AXIS = "data"
+FSDP_AXIS = "fsdp"
+BATCH_AXES = (DATA_AXIS, FSDP_AXIS)  # a batch is split over every device
 
 
-def create_mesh(devices=None) -> Mesh:
-  """Returns a 1-D mesh named "data" over `devices` (default: all devices of all processes)."""
+def create_mesh(devices=None, fsdp_devices: int = 1) -> Mesh:
+  """A ("data", "fsdp") mesh over `devices` (default: all devices of all processes), fsdp of the given size."""
   devices = jax.devices() if devices is None else devices
-  return Mesh(np.asarray(devices), (DATA_AXIS,))
+  if fsdp_devices < 1 or len(devices) % fsdp_devices:
+    raise ValueError(f"fsdp_devices={fsdp_devices} must divide the {len(devices)} devices")
+  # Devices in their listed order (process by process), so an fsdp group is consecutive devices,
+  # within one host when it is no bigger than a host, and each process's batch slice is contiguous.
+  return Mesh(np.asarray(devices).reshape(-1, fsdp_devices), BATCH_AXES)
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
-  """Sharding that keeps a full copy on every device (params, optimiser state, scalars)."""
+  """Sharding that keeps a full copy on every device (scalars, small leaves, inputs of sampling)."""
   return NamedSharding(mesh, P())
 
 
-def batch_sharded(mesh: Mesh) -> NamedSharding:
-  """Sharding that splits the leading (batch) axis over the data axis."""
-  return NamedSharding(mesh, P(DATA_AXIS))
+def batch_sharded(mesh: Mesh, batch_axis: int = 0) -> NamedSharding:
+  """Sharding that splits axis `batch_axis` (the examples) over every device of the mesh."""
+  return NamedSharding(mesh, P(*[None] * batch_axis, BATCH_AXES))
+
+
+def fsdp_spec(shape: tuple[int, ...], nbytes: int, fsdp_size: int, min_bytes: int) -> P:
+  """The partition of one state leaf: its largest dimension that `fsdp_size` divides, over "fsdp".
+
+  Replicated (P()) without an fsdp axis, below `min_bytes` (gathering a small leaf costs more
+  time than its copies cost memory), or when no dimension divides; ties go to the later dimension
+  (the output features of a kernel).
+  """
+  if fsdp_size == 1 or nbytes < min_bytes:
+    return P()
+  for dim in sorted(range(len(shape)), key=lambda d: (shape[d], d), reverse=True):
+    if shape[dim] % fsdp_size == 0:
+      return P(*[None] * dim, FSDP_AXIS)
+  return P()
+
+
+def state_shardings(abstract_state: Any, mesh: Mesh, min_bytes: int) -> Any:
+  """The sharding of every leaf of a train state (e.g. from `jax.eval_shape`), derived from the mesh."""
+  fsdp_size = mesh.shape[FSDP_AXIS]
+
+  def sharding(leaf) -> NamedSharding:
+    return NamedSharding(mesh, fsdp_spec(tuple(leaf.shape), leaf.size * leaf.dtype.itemsize,
+                                         fsdp_size, min_bytes))
+
+  return jax.tree.map(sharding, abstract_state)
 
 
 def host_to_global(batch, mesh: Mesh):

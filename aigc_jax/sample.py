@@ -29,12 +29,10 @@ import ml_collections
 import numpy as np
 
 from aigc_jax import generation, images, runs, trainers
-from aigc_jax.errors import UserError
+from aigc_jax.errors import MAX_SEED, UserError, check_seed
 
 MODEL_MODES = ("generate", "reconstruct", "interpolate", "trajectory")
 MODES = MODEL_MODES + ("rule", "noise")
-# jax.random.key keeps 32 bits of a seed (without x64): larger seeds would alias smaller ones.
-MAX_SEED = 2 ** 32 - 1
 # The arguments each mode reads besides `out`; any other that is given is refused.
 _MODEL_SOURCE = ("workdir", "model", "step")
 MODE_ARGUMENTS = {
@@ -187,6 +185,8 @@ def _check_arguments(mode: str, given: Mapping[str, Any]) -> dict[str, Any]:
   for name in ("num", "frames", "size"):
     if name in args and args[name] < 1:
       raise UserError(f"--{name}={args[name]} is not valid: need at least 1")
+  if "seed" in args:
+    check_seed("--seed", args["seed"])
   return args
 
 
@@ -275,7 +275,7 @@ def define_option_flags() -> None:
   definers = {float: flags.DEFINE_float, int: flags.DEFINE_integer, str: flags.DEFINE_string}
   for name, option in option_flags().items():
     takers = [f.name for f in trainers.families().values() if any(o.name == name for o in f.sample_options)]
-    definers[type(option.default)](name, option.default, f"{option.help} (families: {', '.join(takers)})")
+    definers[option.flag_type](name, option.default, f"{option.help} (families: {', '.join(takers)})")
 
 
 def given_options() -> dict[str, Any]:

@@ -97,7 +97,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str, manager) -> Any:
   from clu import periodic_actions  # Heavy import kept off library import.
 
   family = trainers.get_family(config)
-  mesh = parallel.create_mesh()
+  mesh = parallel.create_mesh(fsdp_devices=config.train.fsdp_devices)
   keys = trainers.base_keys(config.seed)
   state, state_sharding = trainers.init_sharded_state(config, mesh, keys["init"])
 

@@ -140,10 +140,10 @@ def test_augmentations_pass_gradients_to_the_images():
     (np.array([3.0, -2.0, -1.0, 0.5]), 0.5 - 4 / 400),  # E[sign] = 0 < 0.6: p down.
 ])
 def test_ada_p_moves_towards_the_target(logits, expected):
-  p = augment.ada_adjust(jnp.float32(0.5), jnp.asarray(logits), 0.6, 400.0)
+  p = augment.ada_adjust(jnp.float32(0.5), jnp.mean(jnp.sign(jnp.asarray(logits))), len(logits), 0.6, 400.0)
   np.testing.assert_allclose(p, expected, rtol=1e-6)
 
 
 def test_ada_p_stays_in_unit_interval():
-  assert float(augment.ada_adjust(jnp.float32(1.0), jnp.ones(8), 0.6, 1.0)) == 1.0
-  assert float(augment.ada_adjust(jnp.float32(0.0), -jnp.ones(8), 0.6, 1.0)) == 0.0
+  assert float(augment.ada_adjust(jnp.float32(1.0), jnp.float32(1.0), 8, 0.6, 1.0)) == 1.0
+  assert float(augment.ada_adjust(jnp.float32(0.0), jnp.float32(-1.0), 8, 0.6, 1.0)) == 0.0

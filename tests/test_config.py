@@ -22,7 +22,8 @@ def test_base_config_is_valid():
     ({"model__name": "stylegan9"}, "model.name='stylegan9'"),
     ({"model__family": "stylegan"}, "model.family='stylegan' is not valid: choose one of"),
     ({"data__dataset": "imagenet"}, "choose one of digits"),
-    ({"data__image_size": 48}, "8, 16, 28, 32, 64"),
+    ({"data__image_size": 48}, "8, 16, 28, 32, 64, 128, 256"),
+    ({"data__image_size": 512}, "powers of two from 8 to 256, and 28"),
     ({"train__batch_size": 0}, "train.batch_size=0"),
     ({"train__learning_rate": -1e-3}, "train.learning_rate"),
     ({"gan__loss": "wasserstein"}, "non_saturating"),
@@ -37,9 +38,46 @@ def test_bad_values_name_the_key_and_allowed_values(overrides, message):
     config_lib.validate(_config(**overrides))
 
 
+@pytest.mark.parametrize("seed", [-1, 2 ** 32, 2 ** 63])
+def test_seed_must_be_one_jax_random_key_keeps_whole(seed):
+  config = config_lib.base_config()
+  config.seed = seed
+  with pytest.raises(UserError, match=rf"config\.seed={seed} is not valid: a seed is an integer from 0 to 4294967295"):
+    config_lib.validate(config)
+
+
+@pytest.mark.parametrize("size", [8, 16, 28, 32, 64, 128, 256])
+def test_every_model_size_is_valid(size):
+  config_lib.validate(_config(data__image_size=size))
+
+
 def test_global_batch_must_divide_over_devices():
   with pytest.raises(UserError, match=r"divisible by the device count \(8\)"):
     config_lib.validate(_config(train__batch_size=12), num_devices=8)
+
+
+@pytest.mark.parametrize("overrides, num_devices, message", [
+    ({"train__grad_accum_steps": 0}, None, "config.train.grad_accum_steps=0 is not valid: must be a positive integer"),
+    ({"train__grad_accum_steps": 3}, None, "config.train.grad_accum_steps=3 is not valid: must divide train.batch_size (64)"),
+    ({"train__batch_size": 16, "train__grad_accum_steps": 4}, 8,
+     "config.train.grad_accum_steps=4 is not valid: must divide the per-device batch (train.batch_size 16 / 8 devices = 2)"),
+    ({"train__fsdp_devices": 0}, None, "config.train.fsdp_devices=0 is not valid: must be a positive integer"),
+    ({"train__fsdp_devices": 3}, 8, "config.train.fsdp_devices=3 is not valid: must divide the device count (8)"),
+    ({"train__fsdp_min_kib": -1}, None, "config.train.fsdp_min_kib=-1 is not valid: must be a size in KiB, >= 0"),
+    ({"model__g_norm": "layer"}, None, "config.model.g_norm='layer' is not valid: choose one of batch, none"),
+    ({"model__d_minibatch_std": 16, "train__grad_accum_steps": 8}, None,
+     "config.model.d_minibatch_std=16 is not valid: the group size must divide the micro-batch "
+     "(train.batch_size 64 / train.grad_accum_steps 8 = 8)"),
+])
+def test_bad_sharding_and_accumulation_values_are_one_line(overrides, num_devices, message):
+  with pytest.raises(UserError) as error:
+    config_lib.validate(_config(**overrides), num_devices=num_devices)
+  assert str(error.value) == message
+
+
+def test_sharding_and_accumulation_that_fit_the_devices_are_valid():
+  config_lib.validate(_config(train__batch_size=32, train__grad_accum_steps=4, train__fsdp_devices=8),
+                      num_devices=8)
 
 
 @pytest.mark.parametrize("overrides, message", [

@@ -71,6 +71,8 @@ def test_rule_mode_user_errors_write_nothing(photo, tmp_path, kwargs, message):
     ({"size": 0}, "--size=0 is not valid: need at least 1"),
     ({"channels": 5}, "--channels=5 is not valid: write 1 .*or 4"),
     ({"channels": 0}, "--channels=0 is not valid"),
+    ({"seed": 2 ** 32}, "--seed=4294967296 is not valid: a seed is an integer from 0 to 4294967295"),
+    ({"seed": -1}, "--seed=-1 is not valid"),
 ])
 def test_noise_mode_user_errors_write_nothing(tmp_path, kwargs, message):
   out = tmp_path / "noise.png"

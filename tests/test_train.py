@@ -282,11 +282,13 @@ def test_workdir_files_round_trip_through_a_url_filesystem():
   assert checkpoints.checkpoint_dir("ram://run") == "ram://run/checkpoints"
 
 
-def test_k_steps_per_dispatch_equal_k_single_steps(run_20_steps, tmp_path):
+def test_k_steps_per_dispatch_on_sharded_parameters_equal_k_single_steps(run_20_steps, tmp_path):
   workdir = str(tmp_path / "scan")
   every = {"train.log_every": 10, "train.checkpoint_every": 10, "train.sample_every": 10}
-  train.train_and_evaluate(quickstart(**{"train.num_steps": 20, "train.steps_per_dispatch": 2,
-                                         **every}), workdir)
+  sharded = {"train.fsdp_devices": 2, "train.fsdp_min_kib": 0}
+  final = train.train_and_evaluate(quickstart(**{"train.num_steps": 20, "train.steps_per_dispatch": 2,
+                                                 **every, **sharded}), workdir)
+  assert "fsdp" in final.g_params["ConvTransposeFromVector_0"]["kernel"].sharding.spec
   _, scanned, _ = runs.load_run(workdir)
   _, single, _ = runs.load_run(run_20_steps)
   for a, b in zip(jax.tree.leaves(scanned), jax.tree.leaves(single), strict=True):

@@ -10,13 +10,18 @@ That needs random access, so splits whose decoded images fit in `_MAX_IN_MEMORY_
 from TFDS: each epoch is a shuffle buffer seeded by (seed, epoch), and resuming skips the
 start of one epoch without decoding images, so a resume costs reading at most one epoch of
 records.
+
+A dataset is prepared (downloaded, or built from local files) on its first use. With several
+processes, process 0 prepares it and the others wait, then read what it wrote.
 """
 
 from __future__ import annotations
 
+import os
 import queue
+import sys
 import threading
-from typing import Iterator
+from typing import Callable, Iterator
 
 import jax
 import jax.numpy as jnp
@@ -27,7 +32,7 @@ import tensorflow_datasets as tfds
 
 from aigc_jax import parallel
 from aigc_jax.data import digits as _digits  # noqa: F401  (registers the builder with TFDS)
-from aigc_jax.data import mnist_idx
+from aigc_jax.data import image_folder, mnist_idx
 from aigc_jax.errors import UserError
 
 _MAX_IN_MEMORY_BYTES = 2 << 30
@@ -37,18 +42,60 @@ _FLIP_SALT = 0x5EED_F11B
 _LUMA = (0.299, 0.587, 0.114)
 
 
+def _download(builder: tfds.core.DatasetBuilder) -> None:
+  try:
+    builder.download_and_prepare()
+  except OSError as e:  # requests' connection errors are OSErrors
+    raise UserError(f"dataset {builder.name!r} is not prepared in {builder.data_dir!r} and could not be "
+                    f"downloaded ({type(e).__name__}); without a network, use data.dataset='digits', "
+                    "'mnist_idx' with data.manual_dir=FOLDER of MNIST-format IDX files, or "
+                    "'image_folder' with data.folder=FOLDER of images") from e
+
+
+# Datasets (by data path) this process has already waited for process 0 to prepare, and image
+# folders whose left-out files it has reported: each happens once per process, not per opening.
+_AWAITED: set[str] = set()
+_REPORTED: set[str] = set()
+
+
+def _prepare_once(make: Callable[[], tfds.core.DatasetBuilder],
+                  prepare: Callable[[tfds.core.DatasetBuilder], None]) -> tfds.core.DatasetBuilder:
+  """`make()`'s builder after `prepare(builder)`; with several processes, process 0 prepares first.
+
+  The others wait for it (once per dataset and process) and then open what it wrote, so that a
+  shared data_dir is written by one process only; on a data_dir of each host's own, `prepare`
+  then writes that host's copy. A failure on process 0 is its error line there and one line
+  saying so on the others.
+  """
+  builder = make()
+  path = os.fspath(builder.data_path)
+  if jax.process_count() > 1 and path not in _AWAITED:
+    from jax.experimental import multihost_utils
+    _AWAITED.add(path)
+    failure = None
+    if jax.process_index() == 0:
+      try:
+        prepare(builder)
+      except Exception as e:  # noqa: BLE001  re-raised below, once every process knows
+        failure = e
+    prepared = bool(multihost_utils.broadcast_one_to_all(np.int32(failure is None)))
+    if failure is not None:
+      raise failure
+    if not prepared:
+      raise UserError(f"process 0 could not prepare dataset {builder.name!r} in {builder.data_dir!r} "
+                      "(its error line says why)")
+    builder = make()  # made before process 0 wrote the dataset, it would not see its splits
+  prepare(builder)
+  return builder
+
+
 def _builder(data_config: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
   """Returns the prepared TFDS builder of `data_config.dataset`, preparing it on first use."""
   name, data_dir = data_config.dataset, data_config.data_dir
+  if name == "image_folder":
+    return _image_folder_builder(data_config)
   if name != "mnist_idx":
-    builder = tfds.builder(name, data_dir=data_dir)
-    try:
-      builder.download_and_prepare()
-    except OSError as e:  # requests' connection errors are OSErrors
-      raise UserError(f"dataset {name!r} is not prepared in {builder.data_dir!r} and could not be "
-                      f"downloaded ({type(e).__name__}); without a network, use data.dataset='digits' "
-                      "or 'mnist_idx' with data.manual_dir=FOLDER of MNIST-format IDX files") from e
-    return builder
+    return _prepare_once(lambda: tfds.builder(name, data_dir=data_dir), _download)
   folder = data_config.manual_dir
   if folder is None:
     builder = tfds.builder(name, data_dir=data_dir)
@@ -56,8 +103,29 @@ def _builder(data_config: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder
       raise UserError("config.data.manual_dir must name a folder of MNIST-format IDX files "
                       "(data.dataset='mnist_idx')")
     return builder
-  builder = tfds.builder(name, config=mnist_idx.folder_config(folder), data_dir=data_dir)
-  builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=folder))
+  config = mnist_idx.folder_config(folder)
+  download_config = tfds.download.DownloadConfig(manual_dir=folder)
+  return _prepare_once(lambda: tfds.builder(name, config=config, data_dir=data_dir),
+                       lambda b: b.download_and_prepare(download_config=download_config))
+
+
+def _image_folder_builder(data_config: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
+  """The prepared `image_folder` builder of data.folder; reports the files it left out."""
+  if data_config.folder is None:
+    raise UserError("config.data.folder must name a folder or .zip of images "
+                    "(data.dataset='image_folder')")
+  config = image_folder.folder_config(data_config)
+  recorded = tuple(data_config.class_names)
+  if recorded and recorded != config.class_names:
+    raise UserError(f"config.data.folder={data_config.folder!r} now has the classes "
+                    f"{', '.join(config.class_names)}; the run was trained with {', '.join(recorded)}")
+  builder = _prepare_once(lambda: tfds.builder("image_folder", config=config, data_dir=data_config.data_dir),
+                          lambda b: b.download_and_prepare())
+  path = os.fspath(builder.data_path)
+  report = image_folder.check_left_out(builder, data_config.skip_bad_images)
+  if report and path not in _REPORTED and jax.process_index() == 0:
+    print(f"warning: {report}", file=sys.stderr)
+  _REPORTED.add(path)
   return builder
 
 
@@ -281,8 +349,7 @@ class DeviceBatches:
     replicated = parallel.replicated(mesh)
     self._images = jax.device_put(images, replicated)
     self._labels = jax.device_put(labels, replicated)
-    self._chunk_sharding = jax.sharding.NamedSharding(
-        mesh, jax.sharding.PartitionSpec(None, parallel.DATA_AXIS))  # [steps, batch]: batch split
+    self._chunk_sharding = parallel.batch_sharded(mesh, batch_axis=1)  # [steps, batch]: batch split
     self._take = jax.jit(_take, out_shardings=parallel.batch_sharded(mesh))
     n, flip = len(images), data_config.random_flip
 
@@ -347,7 +414,7 @@ def _device_batches(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, 
 
 def create_train_iterator(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, *,
                           start_step: int = 0) -> MeshPrefetcher | DeviceBatches:
-  """Global training batches sharded over the mesh's "data" axis, from `start_step` on."""
+  """Global training batches split over every device of the mesh, from `start_step` on."""
   if config.data.on_device:
     return _device_batches(config, mesh, start_step)
   process_count = jax.process_count()

@@ -152,10 +152,10 @@ def parse_reference(reference: str | None, data_config: ml_collections.ConfigDic
 
 
 def _cache_name(extractor: str, data_config: ml_collections.ConfigDict, num: int) -> str:
-  # The hash covers what else picks the images (which IDX folder, which synthetic spec), so two
+  # The hash covers what else picks the images (which IDX or image folder, which synthetic spec), so two
   # reference sets that share a dataset name never share a cache file.
   source = json.dumps([data_config.get(k) for k in ("manual_dir", "channels", "synthetic_source",
-                                                    "synthetic_spec")])
+                                                    "synthetic_spec", "folder", "crop", "background")])
   digest = hashlib.sha256(source.encode()).hexdigest()[:8]
   name = f"{extractor}_{data_config.dataset}_{data_config.split}_{data_config.image_size}px_{num}_{digest}"
   return "reference_" + re.sub(r"[^A-Za-z0-9_.-]+", "-", name) + ".npz"

@@ -20,7 +20,7 @@ import numpy as np
 import optax
 
 from aigc_jax import checkpoints, generation, runs, trainers
-from aigc_jax.errors import UserError
+from aigc_jax.errors import UserError, check_seed
 from aigc_jax.evaluation import features, pipeline
 
 
@@ -60,6 +60,7 @@ def evaluate_model(config: ml_collections.ConfigDict, state: Any, *, num_samples
     raise UserError(f"--num_samples={num_samples}: need at least 2")
   if batch_size < 1:
     raise UserError(f"--batch_size={batch_size}: need at least 1")
+  check_seed("--seed", seed)
   if isinstance(extractor, str):
     extractor = features.get_extractor(extractor)
   generate_fn = generation.batch_generator(config, state, batch_size, options)

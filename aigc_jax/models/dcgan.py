@@ -1,13 +1,17 @@
-"""DCGAN generator and discriminator (Radford et al. 2016) for 8, 16, 28, 32 and 64 px.
+"""DCGAN generator and discriminator (Radford et al. 2016) for 28 px and powers of two from 8 to 256.
 
 At 64 px they are the pytorch/examples DCGAN: G maps the latent (a 1x1 map) to
 4x4 x width*8, then doubles the size with 4x4 stride-2 transposed convolutions
 (width*4, *2, *1, channels) with batch norm and ReLU between, tanh at the end;
 D mirrors it with 4x4 stride-2 convolutions, LeakyReLU(0.2), batch norm on all
-but the first, and a 4x4 VALID convolution to one logit. Smaller sizes drop the
-widest stages; 28 px starts from 7x7 (7 -> 14 -> 28). Convolutions have no bias
+but the first, and a 4x4 VALID convolution to one logit. Every size has
+log2(size) - 2 doubling stages from 4x4: smaller sizes drop the widest stages,
+larger ones add wider ones (128 px starts from 4x4 x width*16); 28 px starts
+from 7x7 (7 -> 14 -> 28). Convolutions have no bias
 where batch norm follows (and none anywhere with d_norm="batch", as in the
-example), and weights are initialised N(0, 0.02), batch-norm scales N(1, 0.02).
+example), and weights are initialised N(0, 0.02), batch-norm scales N(1, 0.02). With
+`norm="none"` G has no batch norm and its hidden convolutions have biases, so each sample depends
+on its own latent alone.
 
 With `norm="spectral"` every D convolution is spectrally normalised
 (`normalization.SpectralConv`, Miyato et al. 2018) and has a bias, and there is no batch norm.
@@ -45,9 +49,9 @@ def stages(image_size: int) -> tuple[int, int]:
   """Returns (smallest feature-map size, number of 2x resolution stages) for an image size."""
   if image_size == 28:
     return 7, 2
-  if image_size in (8, 16, 32, 64):
-    return 4, image_size.bit_length() - 3
-  raise ValueError(f"DCGAN image size must be one of 8, 16, 28, 32, 64; got {image_size}")
+  if 8 <= image_size <= 256 and image_size & (image_size - 1) == 0:
+    return 4, image_size.bit_length() - 3  # 4 * 2**stages == image_size
+  raise ValueError(f"DCGAN image size must be 28 or a power of two from 8 to 256; got {image_size}")
 
 
 def minibatch_stddev(x: jax.Array, group_size: int) -> jax.Array:
@@ -82,22 +86,27 @@ class Generator(nn.Module):
   latent_dim: int = 100
   width: int = 64
   num_classes: int = 0
+  norm: str = "batch"
   dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, z: jax.Array, labels: jax.Array | None = None, *, train: bool) -> jax.Array:
     """Generates a batch of images from latents."""
     _check_labels(labels, self.num_classes)
+    if self.norm not in ("batch", "none"):
+      raise ValueError(f"norm must be 'batch' or 'none', got {self.norm!r}")
     start, num_stages = stages(self.image_size)
     if self.num_classes:
       z = jnp.concatenate([z, nn.Embed(self.num_classes, self.latent_dim, name="embed")(labels)], -1)
-    x = ConvTransposeFromVector(self.width * 2 ** (num_stages - 1), start, use_bias=False,
+    batch_norm = self.norm == "batch"
+    normalize = (lambda x: _batch_norm(train, self.dtype)(x)) if batch_norm else (lambda x: x)
+    x = ConvTransposeFromVector(self.width * 2 ** (num_stages - 1), start, use_bias=not batch_norm,
                                 dtype=self.dtype, kernel_init=_WEIGHT_INIT)(z)
-    x = nn.relu(_batch_norm(train, self.dtype)(x))
+    x = nn.relu(normalize(x))
     for i in reversed(range(num_stages - 1)):
-      x = ConvTranspose2x(self.width * 2 ** i, use_bias=False, dtype=self.dtype,
+      x = ConvTranspose2x(self.width * 2 ** i, use_bias=not batch_norm, dtype=self.dtype,
                           kernel_init=_WEIGHT_INIT)(x)
-      x = nn.relu(_batch_norm(train, self.dtype)(x))
+      x = nn.relu(normalize(x))
     x = ConvTranspose2x(self.channels, use_bias=False, dtype=self.dtype, kernel_init=_WEIGHT_INIT)(x)
     return jnp.tanh(x).astype(jnp.float32)
 

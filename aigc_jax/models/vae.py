@@ -1,7 +1,8 @@
 """Convolutional VAE: a strided-conv encoder to (mean, log-variance) and a mirrored decoder.
 
 The encoder halves the resolution with 4x4 stride-2 convolutions (width,
-width*2, ...) down to 4x4 (7x7 at 28 px), flattens, and a dense layer gives the
+width*2, ...) down to 4x4 (7x7 at 28 px; the stages of `dcgan.stages`, any
+power of two from 8 to 256 px), flattens, and a dense layer gives the
 posterior mean and log-variance. The decoder mirrors the DCGAN generator
 (`ConvTransposeFromVector` then `ConvTranspose2x` stages, ReLU between) without
 batch norm, so encode/decode need no mutable state. Its output is per-pixel and
@@ -78,6 +79,11 @@ class ConvVAE(nn.Module):
   def __call__(self, x: jax.Array, key: jax.Array,
                labels: jax.Array | None = None) -> tuple[jax.Array, jax.Array, jax.Array]:
     """Encodes, samples z = mean + exp(logvar / 2) * eps with `key`, decodes: (out, mean, logvar)."""
+    return self.reconstruct(x, jax.random.normal(key, (x.shape[0], self.latent_dim)), labels)
+
+  def reconstruct(self, x: jax.Array, eps: jax.Array,
+                  labels: jax.Array | None = None) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Encodes, takes z = mean + exp(logvar / 2) * eps for given eps [N, latent_dim], decodes."""
     mean, logvar = self.encode(x, labels)
-    z = mean + jnp.exp(0.5 * logvar) * jax.random.normal(key, mean.shape)
+    z = mean + jnp.exp(0.5 * logvar) * eps
     return self.decode(z, labels), mean, logvar

@@ -104,7 +104,8 @@ def make_multi_step(step_fn: Callable, steps_per_dispatch: int) -> Callable:
 
 
 def compile_train_step(config: ml_collections.ConfigDict, mesh, state_sharding) -> Callable:
-  """Jits the (multi-)step with explicit shardings: state replicated and donated, batch split."""
+  """Jits the (multi-)step with explicit shardings: the state on `state_sharding` and donated, the
+  batch split over every device, metrics replicated."""
   step_fn = get_family(config).make_train_step(config)
   multi = make_multi_step(step_fn, config.train.steps_per_dispatch)
   return jax.jit(multi,
@@ -115,8 +116,9 @@ def compile_train_step(config: ml_collections.ConfigDict, mesh, state_sharding) 
 
 
 def init_sharded_state(config: ml_collections.ConfigDict, mesh, key: jax.Array) -> tuple[Any, Any]:
-  """Initialises the train state directly onto its (replicated) shardings."""
+  """Initialises the train state directly onto its shardings, derived from the mesh and the
+  state's shapes (`parallel.state_shardings`: replicated, or FSDP over the mesh's "fsdp" axis)."""
   init = functools.partial(get_family(config).init_state, config)
   abstract = jax.eval_shape(init, key)
-  sharding = jax.tree.map(lambda _: parallel.replicated(mesh), abstract)
+  sharding = parallel.state_shardings(abstract, mesh, min_bytes=int(config.train.fsdp_min_kib * 1024))
   return jax.jit(init, out_shardings=sharding)(key), sharding

@@ -42,17 +42,22 @@ def _loss_and_accuracy(logits: jax.Array, labels: jax.Array) -> tuple[jax.Array,
 
 
 def make_train_step(config: ml_collections.ConfigDict) -> Callable:
-  """Returns the pure step `(state, batch, key) -> (state, metrics)` minimising cross-entropy."""
+  """Returns the pure step `(state, batch, key) -> (state, metrics)` minimising cross-entropy.
+
+  With `train.grad_accum_steps` > 1, dropout masks are drawn per micro-batch.
+  """
   model = build_model(config)
   opt = common.adam(config, config.train.learning_rate)
 
   def train_step(state: ClassifierState, batch: dict, key: jax.Array) -> tuple[ClassifierState, dict]:
-    def loss_fn(params):
-      logits = model.apply({"params": params}, batch["image"], train=True,
+    def loss_fn(params, micro, key):
+      logits = model.apply({"params": params}, micro["image"], train=True,
                            rngs={"dropout": key})["logits"]
-      return _loss_and_accuracy(logits, batch["label"])
+      return _loss_and_accuracy(logits, micro["label"])
 
-    (loss, accuracy), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    (loss, accuracy), grads = common.accumulate_gradients(
+        loss_fn, state.params, {"image": batch["image"], "label": batch["label"]},
+        config.train.grad_accum_steps, key=key)
     updates, opt_state = opt.update(grads, state.opt_state, state.params)
     new_state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
                               opt_state=opt_state)

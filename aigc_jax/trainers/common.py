@@ -1,8 +1,9 @@
-"""Pieces the family trainers share: optimisers and applying modules with mutable state."""
+"""Pieces the family trainers share: optimisers, applying modules with mutable state, and
+gradient accumulation over micro-batches (`train.grad_accum_steps`)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import flax.linen as nn
 import jax
@@ -46,3 +47,55 @@ def generator_inputs(config: ml_collections.ConfigDict, key: jax.Array | None, n
   if config.model.num_classes and labels is None:
     labels = jnp.arange(num, dtype=jnp.int32) % config.model.num_classes
   return z, labels
+
+
+def split_micro_batches(batch: Any, num: int) -> Any:
+  """Leaves [B, ...] -> [num, B // num, ...]: micro-batch i holds examples i, i + num, i + 2 num, ...
+
+  Strided, not contiguous: a batch is split over the devices in contiguous blocks, and when `num`
+  divides a block every micro-batch takes as many examples from each block, so none moves.
+  """
+  return jax.tree.map(
+      lambda x: jnp.swapaxes(x.reshape((x.shape[0] // num, num) + x.shape[1:]), 0, 1), batch)
+
+
+def merge_micro_batches(micro_batches: Any) -> Any:
+  """The inverse of `split_micro_batches`: leaves [num, m, ...] -> [num * m, ...] in batch order."""
+  return jax.tree.map(
+      lambda x: jnp.swapaxes(x, 0, 1).reshape((x.shape[0] * x.shape[1],) + x.shape[2:]),
+      micro_batches)
+
+
+def accumulate_gradients(loss_fn: Callable, params: Any, batch: Any, num_micro_batches: int,
+                         key: jax.Array | None = None) -> tuple[tuple[jax.Array, Any], Any]:
+  """`jax.value_and_grad(loss_fn, has_aux=True)` of a batch, computed over `num_micro_batches` slices.
+
+  `loss_fn(params, micro_batch) -> (loss, aux)`, or `loss_fn(params, micro_batch, key)` when `key`
+  is given; `batch` is a pytree whose leaves have the examples on axis 0 (images, labels, and the
+  step's per-example random draws made for the whole batch first, so that slicing leaves them as
+  they are). The loss and every aux leaf (float metrics, updated collections) must be means over
+  the micro-batch; the result `((loss, aux), grads)` holds their means over the micro-batches, the
+  whole batch's means for per-example terms. The micro-batches run one after another (`lax.scan`),
+  so only one micro-batch's activations are alive at a time. With one micro-batch this is the plain
+  `value_and_grad` call on the whole batch with `key` itself; with more, micro-batch i gets
+  `fold_in(key, i)`, so draws made inside `loss_fn` (dropout, augmentation) differ from the plain
+  step's, and whatever couples examples (batch norm, minibatch std) sees micro-batch statistics.
+  """
+  grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+
+  def call(micro_batch, index):
+    if key is None:
+      return grad_fn(params, micro_batch)
+    return grad_fn(params, micro_batch, key if num_micro_batches == 1 else jax.random.fold_in(key, index))
+
+  if num_micro_batches == 1:
+    return call(batch, 0)
+  micro_batches = split_micro_batches(batch, num_micro_batches)
+
+  def add(total, xs):
+    return jax.tree.map(jnp.add, total, call(*xs)), None
+
+  first = jax.tree.map(lambda x: x[0], micro_batches)
+  zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(call, first, 0))
+  total, _ = jax.lax.scan(add, zeros, (micro_batches, jnp.arange(num_micro_batches)))
+  return jax.tree.map(lambda x: x / num_micro_batches, total)

@@ -34,8 +34,14 @@ CAPABILITIES = ("generate", "trajectory", "encode", "classify")
 class SampleOption:
   """A sampling setting a family accepts; `sample` offers it as a flag of the same name."""
   name: str
-  default: Any  # its type (float, int, str) is the flag's type
+  default: Any  # None: the family reads the default from the run's config
   help: str
+  type: type | None = None  # the flag's type (float, int or str); None: type(default)
+
+  @property
+  def flag_type(self) -> type:
+    """The type of the `sample` flag that sets this option."""
+    return self.type or type(self.default)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -10,6 +10,12 @@ DiffAugment or ADA on every D input (`gan.augment`, with ADA's p adapted in
 the state), and an exponential moving average of G's weights
 (`gan.ema_half_life_images`, with StyleGAN2-ADA's ramp-up), which `generate`
 samples from.
+
+With `train.grad_accum_steps` = k every update runs over k micro-batches (`common.accumulate_gradients`):
+the latents, the augmentations and WGAN-GP's interpolation weights are drawn for the whole batch
+first, so with `model.g_norm` and `model.d_norm` "none" the step equals the plain one. What
+differs: batch norm and minibatch std see micro-batch statistics (the running statistics become
+the micro-batches' mean), and R1 through an augmentation draws that augmentation per micro-batch.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ AUGMENTS = ("none", "diffaugment", "ada")
 DIFFAUGMENT_OPS = ("translation", "cutout", "color")
 ADA_PIPELINES = ("blit", "geom", "color", "bg", "bgc")  # StyleGAN2-ADA's --augpipe names
 D_NORMS = ("batch", "none", "spectral")
+G_NORMS = ("batch", "none")
 
 
 @flax.struct.dataclass
@@ -85,12 +92,16 @@ def validate(config: ml_collections.ConfigDict) -> None:
   gan = config.gan
   if config.model.d_norm not in D_NORMS:
     fail("model.d_norm", config.model.d_norm, f"choose one of {', '.join(D_NORMS)}")
+  if config.model.g_norm not in G_NORMS:
+    fail("model.g_norm", config.model.g_norm, f"choose one of {', '.join(G_NORMS)}")
   group = config.model.d_minibatch_std
   if isinstance(group, bool) or not isinstance(group, int) or group < 0:
     fail("model.d_minibatch_std", group, "must be 0 (off) or a positive group size")
-  if group and config.train.batch_size % group:
-    fail("model.d_minibatch_std", group,
-         f"the group size must divide train.batch_size ({config.train.batch_size})")
+  batch, k = config.train.batch_size, config.train.grad_accum_steps
+  if group and (batch // k) % group:
+    of = f"train.batch_size ({batch})" if k == 1 else \
+        f"the micro-batch (train.batch_size {batch} / train.grad_accum_steps {k} = {batch // k})"
+    fail("model.d_minibatch_std", group, f"the group size must divide {of}")
   if gan.loss not in LOSSES:
     fail("gan.loss", gan.loss, f"choose one of {', '.join(LOSSES)}")
   for key in ("d_learning_rate", "r1_every", "n_critic", "ada_speed_images"):
@@ -123,7 +134,8 @@ def build_generator(config: ml_collections.ConfigDict) -> Generator:
   """The DCGAN generator the config describes."""
   return Generator(image_size=config.data.image_size, channels=config.data.channels,
                    latent_dim=config.model.latent_dim, width=config.model.width,
-                   num_classes=config.model.num_classes, dtype=models.compute_dtype(config))
+                   num_classes=config.model.num_classes, norm=config.model.g_norm,
+                   dtype=models.compute_dtype(config))
 
 
 def build_discriminator(config: ml_collections.ConfigDict) -> Discriminator:
@@ -148,6 +160,7 @@ class Hyper:
   ema_rampup: float
   latent_dim: int
   conditional: bool
+  micro_batches: int  # train.grad_accum_steps
 
   @classmethod
   def from_config(cls, config: ml_collections.ConfigDict) -> "Hyper":
@@ -157,7 +170,8 @@ class Hyper:
                r1_every=gan.r1_every, ada=gan.augment == "ada", ada_target=gan.ada_target,
                ada_speed_images=gan.ada_speed_images, ema_half_life_images=gan.ema_half_life_images,
                ema_rampup=gan.ema_rampup, latent_dim=config.model.latent_dim,
-               conditional=bool(config.model.num_classes))
+               conditional=bool(config.model.num_classes),
+               micro_batches=config.train.grad_accum_steps)
 
   @property
   def uses_ema(self) -> bool:
@@ -235,10 +249,11 @@ def r1_penalty(d_fn: Callable[[jax.Array], jax.Array], real: jax.Array) -> jax.A
   return jnp.mean(input_gradient_sq_norms(d_fn, real))
 
 
-def gradient_penalty(d_fn: Callable[[jax.Array], jax.Array], key: jax.Array, real: jax.Array,
-                     fake: jax.Array) -> jax.Array:
-  """WGAN-GP's E(||grad D(x_hat)|| - 1)^2 at x_hat = eps*real + (1-eps)*fake, eps ~ U(0,1) per example."""
-  eps = jax.random.uniform(key, (real.shape[0],) + (1,) * (real.ndim - 1), real.dtype)
+def gradient_penalty(d_fn: Callable[[jax.Array], jax.Array], real: jax.Array, fake: jax.Array,
+                     eps: jax.Array) -> jax.Array:
+  """WGAN-GP's E(||grad D(x_hat)|| - 1)^2 at x_hat = eps*real + (1-eps)*fake, eps [N] per example
+  (drawn from U(0, 1) by the caller)."""
+  eps = eps.reshape((-1,) + (1,) * (real.ndim - 1)).astype(real.dtype)
   x_hat = eps * real + (1.0 - eps) * fake
   # The small constant keeps the sqrt's gradient finite where D is locally flat.
   norms = jnp.sqrt(input_gradient_sq_norms(d_fn, x_hat) + 1e-12)
@@ -249,15 +264,16 @@ def lazy_r1_gradient(nets: Networks, hp: Hyper, critic: _Critic, real: jax.Array
                      labels: jax.Array | None, augment_key: jax.Array,
                      r1_now: jax.Array) -> tuple[jax.Array, Any]:
   """(R1 penalty, its gradient) on steps where `r1_now`, else zeros; scaled by the lazy interval."""
-  def r1_loss(params):
+  def r1_loss(params, micro, key):
     # Through the augmentation to the un-augmented reals, as StyleGAN2-ADA does.
     d_fn = lambda x: common.apply_train(nets.discriminator, params, critic.collections,
-                                        nets.augment(augment_key, x, critic.ada_p), labels)[0]
-    penalty = r1_penalty(d_fn, real)
+                                        nets.augment(key, x, critic.ada_p), micro["label"])[0]
+    penalty = r1_penalty(d_fn, micro["real"])
     return 0.5 * hp.r1_gamma * hp.r1_every * penalty, penalty
 
   def with_r1():
-    (_, penalty), grads = jax.value_and_grad(r1_loss, has_aux=True)(critic.params)
+    (_, penalty), grads = common.accumulate_gradients(
+        r1_loss, critic.params, {"real": real, "label": labels}, hp.micro_batches, key=augment_key)
     return penalty, grads
 
   def without_r1():
@@ -271,23 +287,31 @@ def discriminator_update(nets: Networks, hp: Hyper, critic: _Critic, real: jax.A
                          r1_now: jax.Array | None) -> tuple[_Critic, dict]:
   """One D update on real and (detached) fake images; adds lazy R1 when `r1_now` (None: never)."""
   k_real, k_fake, k_gp = jax.random.split(key, 3)
-  real_aug, fake_aug = nets.augment(k_real, real, critic.ada_p), nets.augment(k_fake, fake, critic.ada_p)
+  # Drawn for the whole batch, so that micro-batches see the draws of the plain step.
+  inputs = {"real": nets.augment(k_real, real, critic.ada_p),
+            "fake": nets.augment(k_fake, fake, critic.ada_p), "label": labels}
+  if hp.loss == "wgan_gp":
+    inputs["eps"] = jax.random.uniform(k_gp, (real.shape[0],), jnp.float32)
 
-  def loss_fn(params):
-    real_logits, coll = common.apply_train(nets.discriminator, params, critic.collections, real_aug, labels)
-    fake_logits, coll = common.apply_train(nets.discriminator, params, coll, fake_aug, labels)
+  def loss_fn(params, micro):
+    real_logits, coll = common.apply_train(nets.discriminator, params, critic.collections,
+                                           micro["real"], micro["label"])
+    fake_logits, coll = common.apply_train(nets.discriminator, params, coll, micro["fake"],
+                                           micro["label"])
     loss = discriminator_loss(hp.loss, real_logits, fake_logits)
-    extras = {}
+    means = {"d_real": jnp.mean(jax.nn.sigmoid(real_logits)),
+             "d_fake": jnp.mean(jax.nn.sigmoid(fake_logits)),
+             "d_real_sign": jnp.mean(jnp.sign(real_logits))}
     if hp.loss == "wgan_gp":
-      d_fn = lambda x: common.apply_train(nets.discriminator, params, coll, x, labels)[0]
-      extras["gp"] = gradient_penalty(d_fn, k_gp, real_aug, fake_aug)
-      loss = loss + hp.gp_weight * extras["gp"]
-    return loss, (coll, real_logits, fake_logits, extras)
+      d_fn = lambda x: common.apply_train(nets.discriminator, params, coll, x, micro["label"])[0]
+      means["gp"] = gradient_penalty(d_fn, micro["real"], micro["fake"], micro["eps"])
+      loss = loss + hp.gp_weight * means["gp"]
+    return loss, (coll, means)
 
-  (loss, (coll, real_logits, fake_logits, extras)), grads = jax.value_and_grad(
-      loss_fn, has_aux=True)(critic.params)
-  metrics = {"d_loss": loss, "d_real": jnp.mean(jax.nn.sigmoid(real_logits)),
-             "d_fake": jnp.mean(jax.nn.sigmoid(fake_logits)), **extras}
+  (loss, (coll, means)), grads = common.accumulate_gradients(loss_fn, critic.params, inputs,
+                                                             hp.micro_batches)
+  real_sign = means.pop("d_real_sign")
+  metrics = {"d_loss": loss, **means}
   if hp.r1_gamma > 0 and r1_now is not None:
     penalty, r1_grads = lazy_r1_gradient(nets, hp, critic, real, labels, k_real, r1_now)
     grads = jax.tree.map(jnp.add, grads, r1_grads)
@@ -296,12 +320,32 @@ def discriminator_update(nets: Networks, hp: Hyper, critic: _Critic, real: jax.A
   ada_p = critic.ada_p
   if hp.ada:
     # Every critic update sees the step's one real batch: n_critic adjustments share its images.
-    ada_p = augment_lib.ada_adjust(ada_p, real_logits, hp.ada_target, hp.ada_speed_images * hp.n_critic)
+    ada_p = augment_lib.ada_adjust(ada_p, real_sign, real.shape[0], hp.ada_target,
+                                   hp.ada_speed_images * hp.n_critic)
     metrics["ada_p"] = ada_p
-    metrics["d_real_sign"] = jnp.mean(jnp.sign(real_logits))
+    metrics["d_real_sign"] = real_sign
   critic = _Critic(params=optax.apply_updates(critic.params, updates), collections=coll,
                    opt_state=opt_state, ada_p=ada_p)
   return critic, metrics
+
+
+def generate_fakes(nets: Networks, hp: Hyper, state: GANState, z: jax.Array,
+                   labels: jax.Array | None) -> tuple[jax.Array, dict]:
+  """G's training-mode images of latents `z` and its updated collections, micro-batch by micro-batch."""
+  def generate(micro):
+    return common.apply_train(nets.generator, state.g_params, state.g_collections, micro["z"],
+                              micro["label"])
+
+  inputs = {"z": z, "label": labels}
+  if hp.micro_batches == 1:
+    return generate(inputs)
+  fakes, collections = jax.lax.map(generate, common.split_micro_batches(inputs, hp.micro_batches))
+  return common.merge_micro_batches(fakes), jax.tree.map(lambda c: jnp.mean(c, axis=0), collections)
+
+
+def _apply_generator_gradient(nets: Networks, state: GANState, g_grads: Any) -> tuple[Any, Any]:
+  g_updates, g_opt_state = nets.g_opt.update(g_grads, state.g_opt_state, state.g_params)
+  return optax.apply_updates(state.g_params, g_updates), g_opt_state
 
 
 def generator_update(nets: Networks, hp: Hyper, state: GANState, critic: _Critic, fake: jax.Array,
@@ -316,8 +360,42 @@ def generator_update(nets: Networks, hp: Hyper, state: GANState, critic: _Critic
 
   (g_loss, d_collections), fake_grad = jax.value_and_grad(g_loss_fn, has_aux=True)(fake)
   (g_grads,) = g_vjp(fake_grad)
-  g_updates, g_opt_state = nets.g_opt.update(g_grads, state.g_opt_state, state.g_params)
-  return optax.apply_updates(state.g_params, g_updates), g_opt_state, d_collections, g_loss
+  return (*_apply_generator_gradient(nets, state, g_grads), d_collections, g_loss)
+
+
+def generator_update_in_micro_batches(nets: Networks, hp: Hyper, state: GANState, critic: _Critic,
+                                      fake: jax.Array, z: jax.Array, labels: jax.Array | None,
+                                      key: jax.Array) -> tuple[Any, Any, dict, jax.Array]:
+  """`generator_update` over micro-batches, without G's activations for the whole batch.
+
+  D's gradient with respect to the fakes goes through the whole batch's augmentation (the plain
+  step's draws), D running one micro-batch at a time; G's gradient is G's VJP of it, G running
+  again on each micro-batch (`generator_update` keeps G's activations from the step's one forward).
+  """
+  fake_aug, augment_vjp = jax.vjp(lambda images: nets.augment(key, images, critic.ada_p), fake)
+
+  def critic_gradient(micro):
+    def loss_fn(images):
+      logits, d_coll = common.apply_train(nets.discriminator, critic.params, critic.collections,
+                                          images, micro["label"])
+      return generator_loss(hp.loss, logits), d_coll
+    return jax.value_and_grad(loss_fn, has_aux=True)(micro["fake"])
+
+  (g_losses, d_collections), micro_grads = jax.lax.map(
+      critic_gradient, common.split_micro_batches({"fake": fake_aug, "label": labels}, hp.micro_batches))
+  # Row by row the gradient of its own micro-batch's mean loss (the augmentation is per example).
+  (fake_grad,) = augment_vjp(common.merge_micro_batches(micro_grads))
+
+  def pullback(g_params, micro):
+    # A surrogate whose gradient is G's VJP of the micro-batch's rows of fake_grad.
+    images, _ = common.apply_train(nets.generator, g_params, state.g_collections, micro["z"],
+                                   micro["label"])
+    return jnp.vdot(images, micro["fake_grad"]), ()
+
+  _, g_grads = common.accumulate_gradients(
+      pullback, state.g_params, {"z": z, "label": labels, "fake_grad": fake_grad}, hp.micro_batches)
+  d_collections = jax.tree.map(lambda c: jnp.mean(c, axis=0), d_collections)
+  return (*_apply_generator_gradient(nets, state, g_grads), d_collections, jnp.mean(g_losses))
 
 
 def make_train_step(config: ml_collections.ConfigDict) -> Callable:
@@ -331,11 +409,14 @@ def make_train_step(config: ml_collections.ConfigDict) -> Callable:
     z_key, g_aug_key, d_key = jax.random.split(key, 3)
     z = jax.random.normal(z_key, (n, hp.latent_dim), jnp.float32)
 
-    # One generator forward serves the last D update and the G update: D sees its output detached,
-    # and G's gradient flows back through the saved VJP (as the PyTorch DCGAN example).
-    def generate_fn(g_params):
-      return common.apply_train(nets.generator, g_params, state.g_collections, z, labels)
-    fake, g_vjp, g_collections = jax.vjp(generate_fn, state.g_params, has_aux=True)
+    if hp.micro_batches == 1:
+      # One generator forward serves the last D update and the G update: D sees its output detached,
+      # and G's gradient flows back through the saved VJP (as the PyTorch DCGAN example).
+      def generate_fn(g_params):
+        return common.apply_train(nets.generator, g_params, state.g_collections, z, labels)
+      fake, g_vjp, g_collections = jax.vjp(generate_fn, state.g_params, has_aux=True)
+    else:
+      fake, g_collections = generate_fakes(nets, hp, state, z, labels)
 
     # Discriminator updates: n_critic - 1 on fresh fakes, the last on `fake` (with lazy R1).
     critic = _Critic(params=state.d_params, collections=state.d_collections,
@@ -345,16 +426,19 @@ def make_train_step(config: ml_collections.ConfigDict) -> Callable:
       def extra_critic_step(critic, key):
         k_z, k_d = jax.random.split(key)
         z_extra = jax.random.normal(k_z, (n, hp.latent_dim), jnp.float32)
-        fake_extra, _ = common.apply_train(nets.generator, state.g_params, state.g_collections,
-                                           z_extra, labels)
+        fake_extra, _ = generate_fakes(nets, hp, state, z_extra, labels)
         # R1 only in the last update, so its lazy interval counts train steps.
         return discriminator_update(nets, hp, critic, real, fake_extra, labels, k_d, None)[0], None
       critic, _ = jax.lax.scan(extra_critic_step, critic, d_keys[:-1])
     critic, metrics = discriminator_update(nets, hp, critic, real, jax.lax.stop_gradient(fake), labels,
                                            d_keys[-1], state.step % hp.r1_every == 0)
 
-    g_params, g_opt_state, d_collections, g_loss = generator_update(
-        nets, hp, state, critic, fake, g_vjp, labels, g_aug_key)
+    if hp.micro_batches == 1:
+      g_params, g_opt_state, d_collections, g_loss = generator_update(
+          nets, hp, state, critic, fake, g_vjp, labels, g_aug_key)
+    else:
+      g_params, g_opt_state, d_collections, g_loss = generator_update_in_micro_batches(
+          nets, hp, state, critic, fake, z, labels, g_aug_key)
 
     g_ema_params = state.g_ema_params
     if hp.uses_ema:

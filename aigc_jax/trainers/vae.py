@@ -115,31 +115,38 @@ def decoder_std(config: ml_collections.ConfigDict, params: Any) -> jax.Array | f
 
 
 def make_train_step(config: ml_collections.ConfigDict) -> Callable:
-  """Returns the pure step `(state, batch, key) -> (state, metrics)` minimising the weighted -ELBO."""
+  """Returns the pure step `(state, batch, key) -> (state, metrics)` minimising the weighted -ELBO.
+
+  With `train.grad_accum_steps` = k the batch runs as k micro-batches; the reparameterisation
+  noise is drawn for the whole batch first, so the step equals the plain one.
+  """
   vae = build_vae(config)
   opt = common.adam(config, config.train.learning_rate)
   likelihood = config.vae.likelihood
 
   def train_step(state: VAEState, batch: dict, key: jax.Array) -> tuple[VAEState, dict]:
-    images = batch["image"]
     weight = kl_weight(state.step, config.vae.beta, config.vae.kl_warmup_steps)
+    inputs = {"image": batch["image"], "label": _labels(config, batch),
+              "eps": jax.random.normal(key, (batch["image"].shape[0], config.model.latent_dim))}
 
-    def loss_fn(params):
-      out, mean, logvar = vae.apply({"params": params}, images, key, _labels(config, batch))
+    def loss_fn(params, micro):
+      images = micro["image"]
+      out, mean, logvar = vae.apply({"params": params}, images, micro["eps"], micro["label"],
+                                    method=vae.reconstruct)
       std = decoder_std(config, params)
       nll = negative_log_likelihood(likelihood, out.astype(jnp.float32), images, std)
       kl = kl_to_standard_normal(mean.astype(jnp.float32), logvar.astype(jnp.float32))
-      return jnp.mean(nll + weight * kl), (nll, kl, std)
+      means = {"nll": jnp.mean(nll), "kl": jnp.mean(kl), "elbo": -jnp.mean(nll + kl)}
+      if config.vae.learn_decoder_std:
+        means["decoder_std"] = std
+      return jnp.mean(nll + weight * kl), means
 
-    (loss, (nll, kl, std)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    (loss, means), grads = common.accumulate_gradients(loss_fn, state.params, inputs,
+                                                       config.train.grad_accum_steps)
     updates, opt_state = opt.update(grads, state.opt_state, state.params)
     new_state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
                               opt_state=opt_state)
-    metrics = {"loss": loss, "nll": jnp.mean(nll), "kl": jnp.mean(kl), "elbo": -jnp.mean(nll + kl),
-               "kl_weight": weight}
-    if config.vae.learn_decoder_std:
-      metrics["decoder_std"] = std
-    return new_state, metrics
+    return new_state, {"loss": loss, **means, "kl_weight": weight}
 
   return train_step
 

@@ -186,7 +186,8 @@ def random_perspective(key: jax.Array, images: jax.Array, distortion: float = 0.
                        mode: str = "constant", cval: float = 0.0) -> jax.Array:
   """Moves each corner by up to distortion/2 of the image size at random and warps to match."""
   n, h, w, _ = images.shape
-  corners = jnp.asarray([[0, 0], [w - 1, 0], [w - 1, h - 1], [0, h - 1]], jnp.float32)
+  # The outer pixel edges, not the corner pixels' centres, which coincide in a one-pixel-wide image.
+  corners = jnp.asarray([[-0.5, -0.5], [w - 0.5, -0.5], [w - 0.5, h - 0.5], [-0.5, h - 0.5]], jnp.float32)
   shift = jax.random.uniform(key, (n, 4, 2), jnp.float32, -0.5, 0.5) * distortion * jnp.asarray([w, h], jnp.float32)
   hom = homography_from_points(jnp.broadcast_to(corners, (n, 4, 2)), corners + shift)
   return warp_perspective(images, hom, order=order, mode=mode, cval=cval)

@@ -1,6 +1,7 @@
 """The mnist_idx builder and the IDX reader under it: parsing, gz and plain files, present splits, clear errors."""
 
 import gzip
+import io
 import os
 
 import numpy as np
@@ -95,3 +96,56 @@ def test_truncated_and_mismatched_files(tmp_path):
   write_idx(labels, np.zeros(2, np.uint8))
   with pytest.raises(UserError, match="3 images but"):
     mnist_format.read_split(path, labels)
+
+
+class _CountingFile(io.FileIO):
+  """A file that counts the bytes read from it."""
+
+  bytes_read = 0
+
+  def read(self, size=-1):
+    data = super().read(size)
+    _CountingFile.bytes_read += len(data)
+    return data
+
+
+def test_a_gzip_bomb_is_read_only_as_far_as_its_header_promises(tmp_path, monkeypatch):
+  path = str(tmp_path / "t10k-images-idx3-ubyte.gz")
+  promised = indexed_images(10)
+  header = (0x0803).to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in promised.shape)
+  zeros = gzip.compress(bytes(1 << 20))  # 1 MiB of zeros in about 1 KiB; gzip members concatenate
+  with open(path, "wb") as f:
+    f.write(gzip.compress(header + promised.tobytes()) + zeros * 1024)  # inflates to 1 GiB more
+  size = os.path.getsize(path)
+  assert size > 1_000_000
+  opened = []
+
+  def counting_gzip_open(name, mode="rb"):
+    opened.append(gzip.GzipFile(fileobj=_CountingFile(name), mode=mode))
+    return opened[-1]
+
+  monkeypatch.setattr(gzip, "open", counting_gzip_open)
+  _CountingFile.bytes_read = 0
+  with pytest.raises(UserError, match="truncated or padded: its header says shape"):
+    mnist_format.read_idx(path, 0x0803)
+  assert len(opened) == 1 and _CountingFile.bytes_read < 64 * 1024  # a few buffers of 1 MB on disk, not all
+  # The same file without the bomb: the header's 10 images, read through the same path.
+  with open(path, "wb") as f:
+    f.write(gzip.compress(header + promised.tobytes()))
+  np.testing.assert_array_equal(mnist_format.read_idx(path, 0x0803), promised)
+
+
+@pytest.mark.parametrize("shape, gz, message", [
+    ((2 ** 32 - 1,) * 3, False, r"shape \(4294967295, 4294967295, 4294967295\) has more than 2\*\*63 elements"),
+    ((0, 2 ** 32 - 1, 2 ** 32 - 1), True, "more than 2\\*\\*63 elements"),
+    ((10 ** 6, 28, 28), False, "needs 784000000 bytes, more than a file of 3152 bytes can hold"),
+    ((10 ** 6, 28, 28), True, "needs 784000000 bytes, more than a gzip file of"),
+])
+def test_a_header_promising_more_than_the_file_can_hold_is_one_line_before_any_data_is_read(
+    tmp_path, shape, gz, message):
+  path = str(tmp_path / ("x-images-idx3-ubyte" + (".gz" if gz else "")))
+  header = (0x0803).to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in shape)
+  with (gzip.open if gz else open)(path, "wb") as f:
+    f.write(header + indexed_images(4).tobytes())
+  with pytest.raises(UserError, match=message):
+    mnist_format.read_idx(path, 0x0803)

@@ -241,3 +241,46 @@ def test_on_device_user_errors(data_dir, monkeypatch):
   monkeypatch.setattr(jax, "process_count", lambda: 2)
   with pytest.raises(UserError, match="single-process runs; this run has 2 processes"):
     pipeline.create_train_iterator(config, mesh)
+
+
+class _FakeBuilder:
+  name, data_dir, data_path = "fake", "/data", "/data/fake/1.0.0"
+
+
+@pytest.mark.parametrize("process, process_0_fails", [(0, False), (1, False), (0, True), (1, True)])
+def test_with_several_processes_process_0_prepares_first_and_the_others_wait(monkeypatch, process,
+                                                                            process_0_fails):
+  events = []
+  monkeypatch.setattr(pipeline, "_AWAITED", set())
+  monkeypatch.setattr(jax, "process_count", lambda: 2)
+  monkeypatch.setattr(jax, "process_index", lambda: process)
+  from jax.experimental import multihost_utils
+
+  def broadcast(ok):  # process 0's value reaches everyone
+    events.append(("broadcast", int(ok)))
+    return np.int32(not process_0_fails)
+
+  monkeypatch.setattr(multihost_utils, "broadcast_one_to_all", broadcast)
+
+  def make():
+    events.append("make")
+    return _FakeBuilder()
+
+  def prepare(builder):
+    events.append("prepare")
+    if process_0_fails and process == 0:
+      raise UserError("the download failed")
+
+  if process_0_fails:
+    message = "the download failed" if process == 0 else "process 0 could not prepare dataset 'fake'"
+    with pytest.raises(UserError, match=message):
+      pipeline._prepare_once(make, prepare)
+    assert events == (["make", "prepare", ("broadcast", 0)] if process == 0 else ["make", ("broadcast", 1)])
+    return
+  assert isinstance(pipeline._prepare_once(make, prepare), _FakeBuilder)
+  # Process 1 never prepares before process 0 is done; both then open what it wrote.
+  first = ["make", "prepare", ("broadcast", 1)] if process == 0 else ["make", ("broadcast", 1)]
+  assert events == first + ["make", "prepare"]
+  events.clear()
+  pipeline._prepare_once(make, prepare)  # the same dataset again: no second wait
+  assert events == ["make", "prepare"]

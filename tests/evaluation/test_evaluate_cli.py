@@ -112,6 +112,8 @@ def test_evaluate_a_shipped_model_bad_arguments(tmp_path):
     scoring.evaluate_run(str(tmp_path), model="dcgan_mnist", step=3, num_samples=10, extractor="digits")
   with pytest.raises(UserError, match="is not a shipped model"):
     scoring.evaluate_run(str(tmp_path), model="nope", num_samples=10, extractor="digits")
+  with pytest.raises(UserError, match="--seed=4294967296 is not valid: a seed is an integer from 0 to 4294967295"):
+    scoring.evaluate_run(str(tmp_path), model="dcgan_mnist", seed=2 ** 32, num_samples=10, extractor="digits")
   # --manual_dir replaces the folder the model's config recorded on the machine that trained it.
   missing = str(tmp_path / "no_idx_here")
   with pytest.raises(UserError, match=f"'{missing}' does not exist"):

@@ -156,7 +156,8 @@ def test_reference_cache_names_differ_when_the_images_would():
   name = pipeline._cache_name("digits", data, 100)
   assert name.startswith("reference_digits_mnist_idx_test_28px_100_") and name.endswith(".npz")
   assert pipeline._cache_name("digits", data, 100) == name
-  for key, value in (("manual_dir", "/data/fashion_mnist"), ("channels", 3), ("synthetic_spec", "flip_lr")):
+  for key, value in (("manual_dir", "/data/fashion_mnist"), ("channels", 3), ("synthetic_spec", "flip_lr"),
+                     ("folder", "/photos"), ("crop", "none"), ("background", "black")):
     other = ml_collections.ConfigDict(data.to_dict())
     other[key] = value
     assert pipeline._cache_name("digits", other, 100) != name, key

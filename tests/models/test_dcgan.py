@@ -65,6 +65,31 @@ def test_every_size_gives_images_in_range_and_one_logit_each(size):
   assert logits.shape == (3,) and logits.dtype == jnp.float32
 
 
+def test_stages_double_from_4x4_for_powers_of_two_and_from_7x7_for_28():
+  for size in (8, 16, 32, 64, 128, 256):
+    start, num = dcgan.stages(size)
+    assert start * 2 ** num == size and start == 4
+  assert dcgan.stages(28) == (7, 2)
+  for size in (4, 48, 96, 512):
+    with pytest.raises(ValueError, match="28 or a power of two from 8 to 256"):
+      dcgan.stages(size)
+
+
+def test_128px_adds_a_wider_stage_to_64px():
+  z = jnp.zeros((2, 100))
+
+  def kernels(size):
+    """[(in, out) of the 4x4 latent projection, then of each upsampling stage in order]."""
+    params = jax.eval_shape(functools.partial(dcgan.Generator(image_size=size).init, train=False),
+                            jax.random.key(0), z)["params"]
+    ups = sorted((k for k in params if k.startswith("ConvTranspose2x_")), key=lambda k: int(k.split("_")[1]))
+    return [params[k]["kernel"].shape[2:] for k in ["ConvTransposeFromVector_0", *ups]]
+
+  # 100 -> 4x4x1024 -> 512 -> 256 -> 128 -> 64 -> 3: the 64 px stages after one more, wider one.
+  assert kernels(64) == [(100, 512), (512, 256), (256, 128), (128, 64), (64, 3)]
+  assert kernels(128) == [(100, 1024), (1024, 512), *kernels(64)[1:]]
+
+
 def test_64px_param_counts_are_the_pytorch_examples_dcgan():
   z, images = jnp.zeros((2, 100)), jnp.zeros((2, 64, 64, 3))
   g_vars = jax.eval_shape(functools.partial(dcgan.Generator().init, train=False),

@@ -60,7 +60,7 @@ def run_steps(config, devices, batches):
 
 
 def assert_trees_close(a, b, rtol):
-  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
     np.testing.assert_allclose(np.asarray(x, np.float64), np.asarray(y, np.float64), rtol=rtol, atol=1e-6)
 
 
@@ -111,16 +111,17 @@ def test_r1_and_gradient_penalty_equal_finite_difference_gradient_norms():
   sq = _fd_sq_norms(x)
   np.testing.assert_allclose(gan.r1_penalty(_critic, jnp.asarray(x, jnp.float32)), sq.mean(), rtol=1e-4)
   # With real == fake every interpolate is x itself, whatever eps is drawn.
-  gp = gan.gradient_penalty(_critic, jax.random.key(0), jnp.asarray(x, jnp.float32), jnp.asarray(x, jnp.float32))
+  eps = jax.random.uniform(jax.random.key(0), (4,))
+  gp = gan.gradient_penalty(_critic, jnp.asarray(x, jnp.float32), jnp.asarray(x, jnp.float32), eps)
   np.testing.assert_allclose(gp, np.mean((np.sqrt(sq) - 1) ** 2), rtol=1e-4)
 
 
 def test_gradient_penalty_is_taken_at_interpolates():
   real, fake = np.ones((2, 3, 3, 1)), -np.ones((2, 3, 3, 1))
-  key = jax.random.key(7)
-  gp = gan.gradient_penalty(_critic, key, jnp.asarray(real, jnp.float32), jnp.asarray(fake, jnp.float32))
-  eps = np.asarray(jax.random.uniform(key, (2, 1, 1, 1)))
-  x_hat = eps * real + (1 - eps) * fake
+  eps = np.array([0.25, 0.875], np.float32)
+  gp = gan.gradient_penalty(_critic, jnp.asarray(real, jnp.float32), jnp.asarray(fake, jnp.float32),
+                            jnp.asarray(eps))
+  x_hat = eps[:, None, None, None] * real + (1 - eps[:, None, None, None]) * fake
   np.testing.assert_allclose(gp, np.mean((np.sqrt(_fd_sq_norms(x_hat)) - 1) ** 2), rtol=1e-4)
 
 

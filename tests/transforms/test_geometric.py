@@ -232,6 +232,16 @@ def test_degenerate_ranges_are_identity():
   np.testing.assert_allclose(g.elastic(key, img, alpha=0.0), img, atol=1e-6)
 
 
+def test_perspective_of_one_pixel_wide_images_is_finite():
+  # The corners it moves are the image's outer edges, a rectangle even when the image is one pixel.
+  key = jax.random.key(4)
+  for shape in ((3, 1, 1, 2), (3, 5, 1, 1)):
+    img = jnp.asarray(_images(shape, seed=16))
+    out = np.asarray(g.random_perspective(key, img, distortion=1.0, mode="edge"))
+    assert np.isfinite(out).all(), shape
+    np.testing.assert_allclose(g.random_perspective(key, img, distortion=0.0), img, atol=1e-5)
+
+
 def test_elastic_alpha_is_rms_displacement():
   # A horizontal ramp turns x displacements into value changes one for one.
   ramp = jnp.broadcast_to(jnp.arange(64, dtype=jnp.float32)[None, None, :, None], (8, 64, 64, 1))
