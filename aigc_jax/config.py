@@ -23,6 +23,17 @@ IMAGE_SIZES = (8, 16, 28, 32, 64, 128, 256)  # powers of two from 8 to 256, and 
 FOLDER_LABELS = ("folders", "none")
 FOLDER_CROPS = ("center", "none")
 COMPUTE_DTYPES = ("float32", "bfloat16")
+# What a resumed run may change: when it stops, how often it logs, checkpoints, samples and
+# evaluates, what it keeps, what it evaluates against, how many steps a dispatch holds (the same
+# steps, scanned), how the state is laid out over the devices, whether batches are gathered on the
+# devices (the same batches) and where its data lives (another machine's path to the same files).
+# Any other key changes the run's mathematics (train.grad_accum_steps too: batch statistics are
+# per micro-batch).
+RESUME_SAFE_KEYS = ("train.num_steps", "train.log_every", "train.checkpoint_every",
+                    "train.keep_checkpoints", "train.sample_every", "train.num_sample_images",
+                    "train.eval_every", "train.eval_num_samples", "data.eval_split",
+                    "train.steps_per_dispatch", "train.fsdp_devices", "data.on_device",
+                    "data.data_dir", "data.manual_dir")
 
 
 def base_config() -> ml_collections.ConfigDict:

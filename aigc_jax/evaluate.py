@@ -73,7 +73,8 @@ def _define_flags() -> None:
   flags.DEFINE_string("model", None, "A shipped pretrained model to evaluate instead of the run in "
                       f"--workdir: {', '.join(pretrained.names())}.")
   flags.DEFINE_string("manual_dir", None, "Folder of the reference's MNIST-format IDX files, for "
-                      "--reference=mnist_idx:SPLIT (default: the config's data.manual_dir).")
+                      "--reference=mnist_idx:SPLIT (default: the config's data.manual_dir; a shipped "
+                      "--model without it is scored against TFDS's mnist).")
   flags.DEFINE_integer("num_samples", 10_000, "Generated images per seed (a --fake_dir: all its images).")
   flags.DEFINE_string("features", "digits", "Feature extractor: digits (LeNet) or inception.")
   flags.DEFINE_string("reference", None, "Reference: a folder of images, an .npz of mu and sigma "

@@ -17,15 +17,17 @@ from aigc_jax.errors import UserError
 
 
 def load_run(workdir: str, step: int | None = None) -> tuple[ml_collections.ConfigDict, Any, int]:
-  """Loads (config, state, step) from a run's checkpoint: the latest, or `step`."""
+  """Loads (config, state, step) from a run's checkpoint: the newest usable one, or `step`.
+
+  A damaged or non-finite checkpoint is refused in one line (skipped, with a warning line, when
+  the newest was asked for and an older one is usable).
+  """
   config = config_lib.complete(checkpoints.read_config(workdir))
   manager = checkpoints.create_manager(workdir, read_only=True)
   steps = sorted(manager.all_steps())
   if not steps:
     raise UserError(f"no checkpoint in {workdir!r}")
-  if step is None:
-    step = steps[-1]
-  elif step not in steps:
+  if step is not None and step not in steps:
     raise UserError(f"--step={step} has no checkpoint in {workdir!r}; available: "
                     f"{', '.join(map(str, steps))}")
   family = trainers.get_family(config)
@@ -33,9 +35,9 @@ def load_run(workdir: str, step: int | None = None) -> tuple[ml_collections.Conf
   device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
   abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
                           jax.eval_shape(lambda k: family.init_state(config, k), key))
-  state, _ = checkpoints.restore(manager, step, abstract, key)
+  state, _ = checkpoints.restore(manager, step, abstract, key)  # step None: the newest usable one
   manager.close()
-  return config, state, step
+  return config, state, int(state.step)
 
 
 def load(workdir: str | None = None, model: str | None = None,

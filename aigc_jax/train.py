@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import sys
+import time
 from typing import Any
 
 import jax
@@ -18,7 +19,8 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from aigc_jax import checkpoints, config as config_lib, data, generation, images, parallel, trainers
+from aigc_jax import (checkpoints, config as config_lib, data, generation, images, loop, parallel,
+                      run_log, trainers)
 from aigc_jax.errors import UserError
 
 
@@ -26,12 +28,15 @@ class TrainingDiverged(UserError):
   """A loss became NaN or infinite."""
 
 
+def _kept(last_good: int | None) -> str:
+  return f"the last good checkpoint (step {last_good}) is kept" if last_good else "no checkpoint was written"
+
+
 def _check_finite(metrics: dict[str, float], step: int, last_good: int | None) -> None:
   bad = [k for k, v in metrics.items() if not math.isfinite(v)]
   if bad:
-    kept = f"the last good checkpoint (step {last_good}) is kept" if last_good else "no checkpoint was written"
     raise TrainingDiverged(f"training diverged at step {step}: {', '.join(bad)} is "
-                           f"{metrics[bad[0]]}; {kept}")
+                           f"{metrics[bad[0]]}; {_kept(last_good)}")
 
 
 def _due(step: int, every: int, num_steps: int) -> bool:
@@ -76,21 +81,32 @@ def _progress_bar(num_steps: int, start_step: int):
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Any:
-  """Trains `config` in `workdir`, resuming from its latest checkpoint; returns the final state."""
-  from clu import periodic_actions  # Heavy import kept off library import.
+  """Trains `config` in `workdir`, resuming from its newest usable checkpoint; returns the final state.
 
+  On SIGTERM it saves at the next dispatch boundary and returns that state, short of num_steps.
+  """
   config_lib.validate(config, jax.device_count())
   if config.data.dataset != "synthetic":
     data.dataset_size(config.data, config.data.split)  # missing data fails before the workdir is touched
+  manager = checkpoints.create_manager(workdir, config)
+  with run_log.log_file(workdir):
+    return _train(config, workdir, manager)
+
+
+def _train(config: ml_collections.ConfigDict, workdir: str, manager) -> Any:
+  from clu import periodic_actions  # Heavy import kept off library import.
+
   family = trainers.get_family(config)
   mesh = parallel.create_mesh(fsdp_devices=config.train.fsdp_devices)
   keys = trainers.base_keys(config.seed)
   state, state_sharding = trainers.init_sharded_state(config, mesh, keys["init"])
 
-  manager = checkpoints.create_manager(workdir, config)
-  last_good = manager.latest_step()
-  if last_good is not None:
-    state, keys["step"] = checkpoints.restore(manager, last_good, state, keys["step"])
+  last_good = None
+  if manager.all_steps():
+    changes = checkpoints.check_resume(workdir, config)
+    state, keys["step"] = checkpoints.restore(manager, None, state, keys["step"])
+    last_good = int(jax.device_get(state.step))
+    run_log.line(f"resuming from step {last_good}" + (f" with {', '.join(changes)}" if changes else ""))
   start_step = int(jax.device_get(state.step))
   if jax.process_index() == 0:
     checkpoints.write_config(workdir, config)
@@ -98,46 +114,62 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Any:
   writer = _create_writer(workdir, config, start_step)
   train_step = trainers.compile_train_step(config, mesh, state_sharding)
   batches = data.create_train_iterator(config, mesh, start_step=start_step)
-  k = config.train.steps_per_dispatch
-  num_steps = config.train.num_steps
+  t = config.train
+  num_steps = t.num_steps
   # on_steps, not every_steps: clu insists on a call after every single step for the latter,
   # and with steps_per_dispatch = k the loop sees every k-th step only.
   hooks = [periodic_actions.ReportProgress(
       num_train_steps=num_steps, writer=writer, every_steps=None, every_secs=None,
-      on_steps=range(config.train.log_every, num_steps + 1, config.train.log_every))
+      on_steps=range(t.log_every, num_steps + 1, t.log_every))
            ] if jax.process_index() == 0 else []
   bar = _progress_bar(num_steps, start_step)
-  pending: list[dict] = []  # device metrics since the last log: fetched together, no per-step sync
+  pending: list[tuple[dict, int]] = []  # (device metrics, steps) since the last log: one fetch, no per-step sync
+  last_line = (start_step, time.monotonic())  # step and time of the last terminal line
 
   def flush(step: int) -> None:
+    nonlocal last_line
     if not pending:
       return
-    means = {k_: float(v) for k_, v in jax.device_get(
-        jax.tree.map(lambda *xs: jnp.mean(jnp.stack(xs)), *pending)).items()}
+    weights = jnp.asarray([n for _, n in pending], jnp.float32)
+    means = {k_: float(v) for k_, v in jax.device_get(jax.tree.map(
+        lambda *xs: jnp.average(jnp.stack(xs), weights=weights), *[m for m, _ in pending])).items()}
     pending.clear()
     _check_finite(means, step, last_good)
     writer.write_scalars(step, means)
     if bar is not None:
       bar.set_postfix({k_: f"{v:.4g}" for k_, v in means.items()}, refresh=False)
+    if _due(step, t.log_every, num_steps):
+      rate = (step - last_line[0]) / max(time.monotonic() - last_line[1], 1e-9)
+      run_log.line(f"step {step}/{num_steps}: " + ", ".join(f"{k_} {v:.4g}" for k_, v in means.items())
+                   + f" ({rate:.3g} steps/s)", bar)
+      last_line = (step, time.monotonic())
 
-  sample_path = None
-  with batches:
-    for step in range(start_step + k, num_steps + 1, k):
-      state, metrics = train_step(state, [next(batches) for _ in range(k)], keys["step"])
-      pending.append(metrics)
+  sample_path, step, stop = None, start_step, False
+  every = [e for e in (t.log_every, t.checkpoint_every, t.sample_every, t.eval_every) if e]
+  with batches, loop.preemption() as preempted:
+    for dispatch, end in enumerate(loop.dispatch_ends(start_step, num_steps, t.steps_per_dispatch, every)):
+      size, step = end - step, end
+      state, metrics = train_step(state, [next(batches) for _ in range(size)], keys["step"])
+      pending.append((metrics, size))
       for hook in hooks:
         hook(step)
       if bar is not None:
-        bar.update(k)
-      checkpoint_now = _due(step, config.train.checkpoint_every, num_steps)
-      if checkpoint_now or _due(step, config.train.log_every, num_steps):
+        bar.update(size)
+      stop = preempted(dispatch)
+      checkpoint_now = _due(step, t.checkpoint_every, num_steps) or stop
+      if checkpoint_now or _due(step, t.log_every, num_steps):
         flush(step)
       if checkpoint_now:
-        checkpoints.save(manager, step, state, keys["step"])
+        try:
+          checkpoints.save(manager, step, state, keys["step"])
+        except checkpoints.NonFiniteState as e:
+          raise TrainingDiverged(f"training diverged at step {step}: {e}; {_kept(last_good)}") from e
         last_good = step
-      if _due(step, config.train.sample_every, num_steps):
+      if stop:
+        break
+      if _due(step, t.sample_every, num_steps):
         sample_path = _write_samples(config, family, state, keys, workdir, step, writer)
-      if config.train.eval_every and _due(step, config.train.eval_every, num_steps):
+      if t.eval_every and _due(step, t.eval_every, num_steps):
         # Evaluation pulls in feature extractors: loaded only when asked for.
         from aigc_jax.evaluation import scoring
         writer.write_scalars(step, scoring.evaluate_during_training(config, state, workdir))
@@ -146,23 +178,33 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Any:
     bar.close()
   writer.flush()
   manager.close()
-  if sample_path:
-    print(f"samples written to {sample_path}", file=sys.stderr)
+  if stop:
+    run_log.line(f"stopped at step {step} on SIGTERM, with a checkpoint there: run the same "
+                 "command again to resume")
+  elif sample_path:
+    run_log.line(f"samples written to {sample_path}")
   return state
 
 
 def main(argv) -> None:
-  """CLI: start the multi-controller runtime if asked or detected, then train_and_evaluate."""
+  """CLI: start the multi-controller runtime if asked or detected, then train_and_evaluate.
+
+  Library INFO records go to the workdir's train.log only, unless --verbosity is given; a run
+  stopped by SIGTERM exits with loop.EXIT_PREEMPTED (143) once its checkpoint is saved.
+  """
   del argv
   from absl import flags
   FLAGS = flags.FLAGS
+  run_log.quiet_terminal(FLAGS["verbosity"].present)
   parallel.initialize_distributed(FLAGS.distributed, FLAGS.coordinator_address,
                                   FLAGS.num_processes, FLAGS.process_id)
   if FLAGS.config is None:
     raise UserError("--config is required (e.g. --config=configs/quickstart.py)")
   if not FLAGS.workdir:
     raise UserError("--workdir is required")
-  train_and_evaluate(FLAGS.config, FLAGS.workdir)
+  state = train_and_evaluate(FLAGS.config, FLAGS.workdir)
+  if int(jax.device_get(state.step)) < FLAGS.config.train.num_steps:
+    sys.exit(loop.EXIT_PREEMPTED)
 
 
 def _define_flags() -> None:

@@ -16,7 +16,7 @@ import jax
 import numpy as np
 import pytest
 
-from aigc_jax import sample
+from aigc_jax import runs
 from tests.test_train import ROOT, TINY
 
 STEPS = {**TINY, "train.log_every": 2, "train.checkpoint_every": 4, "train.sample_every": 4,

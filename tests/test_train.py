@@ -1,8 +1,11 @@
-"""The training loop end to end: exact resume in a new process, CLI errors, divergence."""
+"""The training loop end to end: exact resume in a new process, CLI errors, divergence, faults."""
 
 import os
+import shutil
+import signal
 import subprocess
 import sys
+import time
 
 import jax
 import numpy as np
@@ -51,8 +54,9 @@ def run_20_steps(tmp_path_factory):
 def test_resume_in_a_new_process_gives_identical_parameters(run_20_steps, tmp_path):
   workdir = str(tmp_path / "resumed")
   train.train_and_evaluate(quickstart(**{"train.num_steps": 10}), workdir)
-  rc, _, err = train_cli(workdir, 20)
+  rc, _, err = train_cli(workdir, 20, "--verbosity=0")
   assert rc == 0, err
+  assert "steps_per_sec" in err  # --verbosity=0 shows the libraries' INFO records on the terminal too
   _, resumed, step = runs.load_run(workdir)
   _, uninterrupted, _ = runs.load_run(run_20_steps)
   assert step == 20 and int(resumed.step) == 20
@@ -115,23 +119,139 @@ def test_missing_data_or_an_unusable_workdir_fail_before_anything_is_written(tmp
   assert (tmp_path / "a_file").read_text() == "keep me"
 
 
-def test_divergence_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_path):
+def test_a_non_finite_state_is_never_saved(tmp_path):
+  """learning_rate=1e39 overflows float32: the VAE's losses at step 1 are finite, its new state not."""
   workdir = str(tmp_path / "diverge")
-  train.train_and_evaluate(quickstart(**{"train.num_steps": 10}), workdir)
-  with pytest.raises(UserError, match=r"diverged at step 15: .* last good checkpoint \(step 10\)"):
-    train.train_and_evaluate(quickstart(**{"train.num_steps": 20, "train.learning_rate": 1e30,
-                                           "gan.d_learning_rate": 1e30}), workdir)
-  _, _, step = runs.load_run(workdir)
-  assert step == 10
+  config = quickstart(**{"model.family": "vae", "model.name": "conv_vae", "train.num_steps": 10,
+                         "train.learning_rate": 1e39, "train.checkpoint_every": 1})
+  with pytest.raises(train.TrainingDiverged, match=r"^training diverged at step 1: the train state holds "
+                     r"NaN or infinite values \(params/.*\) and was not saved; no checkpoint was written$"):
+    train.train_and_evaluate(config, workdir)
+  assert os.listdir(os.path.join(workdir, "checkpoints")) == []
+  with pytest.raises(UserError, match="no checkpoint in"):
+    runs.load_run(workdir)
 
 
-def test_resuming_with_a_config_of_another_state_shape_is_a_clear_error(tmp_path):
-  workdir = str(tmp_path / "mismatch")
-  train.train_and_evaluate(quickstart(**{"train.num_steps": 10}), workdir)
-  with pytest.raises(UserError, match=r"checkpoint at step 10 .* does not fit this config's train state"):
-    train.train_and_evaluate(quickstart(**{"train.num_steps": 20, "model.width": 16}), workdir)
-  # The run's own config stays on disk.
-  assert checkpoints.read_config(workdir).model.width == 8
+def test_resume_refuses_another_experiment_and_leaves_the_run_as_it_was(run_20_steps, tmp_path):
+  """A mistyped --workdir, or a changed config: one line listing the differences, nothing rotated."""
+  workdir = str(tmp_path / "theirs")
+  shutil.copytree(run_20_steps, workdir)
+  before = open(os.path.join(workdir, "config.json")).read()
+  with pytest.raises(UserError, match=r"holds a run trained with another config \(model.width 8 -> 16, "
+                                      r"train.learning_rate 0.0002 -> 0.01\); resuming would change"):
+    train.train_and_evaluate(quickstart(**{"train.num_steps": 40, "model.width": 16,
+                                           "train.learning_rate": 1e-2, "train.keep_checkpoints": 1}), workdir)
+  assert open(os.path.join(workdir, "config.json")).read() == before
+  assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["10", "20"]
+
+
+def test_training_resumes_past_a_damaged_checkpoint_and_replaces_it(run_20_steps, tmp_path, capsys):
+  from tests.test_checkpoints import truncate_largest_file
+  workdir = str(tmp_path / "damaged")
+  shutil.copytree(run_20_steps, workdir)
+  truncate_largest_file(os.path.join(workdir, "checkpoints", "20"))
+  capsys.readouterr()
+  resumed = train.train_and_evaluate(quickstart(**{"train.num_steps": 20}), workdir)
+  warnings = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
+  assert len(warnings) == 1, warnings
+  assert warnings[0].startswith("warning: the checkpoint at step 20 ")
+  assert " is damaged (OUT_OF_RANGE: " in warnings[0] and warnings[0].endswith("): skipped, using step 10")
+  _, uninterrupted, _ = runs.load_run(run_20_steps)
+  _, rewritten, step = runs.load_run(workdir)  # step 20 again, and readable
+  assert step == 20
+  for a, b, c in zip(jax.tree.leaves(resumed), jax.tree.leaves(uninterrupted), jax.tree.leaves(rewritten),
+                     strict=True):
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(b, c)
+
+
+def test_a_resume_with_another_steps_per_dispatch_ends_on_every_checkpoint(run_20_steps, tmp_path):
+  """The issue's case: 10 steps, then to 20 with k=4 and checkpoint_every=8 (the loop met 14, 18)."""
+  workdir = str(tmp_path / "k4")
+  shutil.copytree(run_20_steps, workdir)
+  shutil.rmtree(os.path.join(workdir, "checkpoints", "20"))  # as if the first run had stopped at 10
+  train.train_and_evaluate(quickstart(**{"train.num_steps": 20, "train.steps_per_dispatch": 4,
+                                         "train.checkpoint_every": 8, "train.log_every": 4,
+                                         "train.sample_every": 20}), workdir)
+  assert sorted(os.listdir(os.path.join(workdir, "checkpoints")), key=int) == ["10", "16", "20"]
+  _, resumed, _ = runs.load_run(workdir)
+  _, uninterrupted, _ = runs.load_run(run_20_steps)
+  for a, b in zip(jax.tree.leaves(resumed), jax.tree.leaves(uninterrupted), strict=True):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
+  # The safe changes are allowed, and recorded: config.json and the log say what the run is now.
+  assert checkpoints.read_config(workdir).train.steps_per_dispatch == 4
+  log = open(os.path.join(workdir, "train.log")).read()
+  assert ("resuming from step 10 with train.log_every 5 -> 4, train.checkpoint_every 10 -> 8, "
+          "train.sample_every 10 -> 20, train.steps_per_dispatch 1 -> 4") in log
+  resumed_log = log.split("resuming from step 10")[1]  # the log of the first run comes before
+  assert [line.split("aigc_jax.lines: ")[1].split(":")[0] for line in resumed_log.splitlines()
+          if "aigc_jax.lines: step " in line] == ["step 12/20", "step 16/20", "step 20/20"]
+
+
+# `python -m aigc_jax.train` whose batch for step HOLD_AT waits until the file GO exists (having
+# written MARKER), so that a signal sent in between arrives at a known step.
+HELD = """
+import os, time
+from aigc_jax import data, train
+from aigc_jax.errors import run_main
+
+real = data.create_train_iterator
+
+
+class Held:
+  def __init__(self, batches, step):
+    self.batches, self.step = batches, step
+
+  def __enter__(self):
+    self.batches.__enter__()
+    return self
+
+  def __exit__(self, *exc):
+    return self.batches.__exit__(*exc)
+
+  def __next__(self):
+    self.step += 1
+    if self.step == int(os.environ["HOLD_AT"]):
+      open(os.environ["MARKER"], "w").close()
+      while not os.path.exists(os.environ["GO"]):
+        time.sleep(0.01)
+    return next(self.batches)
+
+
+data.create_train_iterator = lambda config, mesh, *, start_step=0: Held(
+    real(config, mesh, start_step=start_step), start_step)
+train._define_flags()
+run_main(train.main)
+"""
+
+
+def test_sigterm_saves_at_the_next_step_boundary_and_resuming_continues_exactly(run_20_steps, tmp_path):
+  workdir, marker, go = tmp_path / "preempted", tmp_path / "at_step_8", tmp_path / "go"
+  flags = [f"--config.{k}={v}" for k, v in {**TINY, "train.num_steps": 1000}.items()]
+  env = {**os.environ, "JAX_PLATFORMS": "cpu", "HOLD_AT": "8", "MARKER": str(marker), "GO": str(go)}
+  proc = subprocess.Popen([sys.executable, "-c", HELD, "--config=configs/quickstart.py",
+                           f"--workdir={workdir}", *flags], cwd=ROOT, env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  deadline = time.monotonic() + 300
+  while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
+    time.sleep(0.05)
+  proc.send_signal(signal.SIGTERM)
+  go.touch()
+  _, err = proc.communicate(timeout=300)
+  assert proc.returncode == 143, err[-3000:]
+  assert os.listdir(workdir / "checkpoints") == ["8"]
+  assert err.rstrip().endswith("stopped at step 8 on SIGTERM, with a checkpoint there: run the same "
+                               "command again to resume")
+  # The terminal: the bar and one line per log interval; the INFO detail only in train.log.
+  assert "step 5/1000: d_fake " in err
+  assert "steps_per_sec" not in err and "Traceback" not in err
+  log = (workdir / "train.log").read_text()
+  assert "steps_per_sec" in log and "step 5/1000: d_fake " in log and "stopped at step 8" in log
+
+  resumed = train.train_and_evaluate(quickstart(**{"train.num_steps": 20}), str(workdir))
+  _, uninterrupted, _ = runs.load_run(run_20_steps)
+  for a, b in zip(jax.tree.leaves(resumed), jax.tree.leaves(uninterrupted), strict=True):
+    np.testing.assert_array_equal(a, b)
 
 
 def _tensorboard_tags(workdir):

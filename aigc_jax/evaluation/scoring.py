@@ -49,14 +49,15 @@ def evaluate_model(config: ml_collections.ConfigDict, state: Any, *, num_samples
                    manual_dir: str | None = None, seed: int = 0, repeats: int = 1, batch_size: int = 500,
                    reference_size: int | None = None, save_stats: str | None = None,
                    options: Mapping[str, Any] | None = None, cache_dir: str | None = None,
-                   progress: bool = False) -> dict:
+                   progress: bool = False, reference_hint: str | None = None) -> dict:
   """Generator metrics of `num_samples` images from `state` (per sample seed: seed, seed + 1, ...
   for `repeats` seeds) against the reference.
 
   `reference` is a folder, an .npz of statistics or "DATASET:SPLIT" (default: the run's dataset
   and eval split), all of it unless `reference_size` says; `manual_dir` replaces its IDX folder;
   `save_stats` also writes its statistics (pytorch-fid's format); `options` are the family's
-  sampling options. Generated images are scored as their saved PNGs would be (uint8).
+  sampling options; `reference_hint` ends the error line when the reference cannot be had.
+  Generated images are scored as their saved PNGs would be (uint8).
   """
   if num_samples < 2:
     raise UserError(f"--num_samples={num_samples}: need at least 2")
@@ -70,8 +71,13 @@ def evaluate_model(config: ml_collections.ConfigDict, state: Any, *, num_samples
     extractor = features.get_extractor(extractor)
   generate_fn = generation.batch_generator(config, state, batch_size, options)
   ref = references.parse(reference, config.data, manual_dir)
-  real = references.load_reference(extractor, ref, num=reference_size, cache_dir=cache_dir,
-                                   save_stats=save_stats)
+  try:
+    real = references.load_reference(extractor, ref, num=reference_size, cache_dir=cache_dir,
+                                     save_stats=save_stats)
+  except UserError as e:
+    if not reference_hint:
+      raise
+    raise UserError(f"{e}; {reference_hint}") from e
   bar = _progress_bar(num_samples * repeats, "generated images") if progress else None
   scores = pipeline.score_generator(extractor, generate_fn, real, num_samples=num_samples,
                                     seeds=range(seed, seed + repeats), batch_size=batch_size,
@@ -89,15 +95,26 @@ def evaluate_run(workdir: str, *, num_samples: int, extractor: str, reference: s
                  reference_size: int | None = None, save_stats: str | None = None,
                  progress: bool = True, model: str | None = None, manual_dir: str | None = None,
                  options: Mapping[str, Any] | None = None) -> dict:
-  """Scores the checkpoint at `step` (default: latest) of `workdir`, or the shipped pretrained
-  `model` (then `workdir` only receives the outputs); writes and returns metrics.json."""
+  """Scores the checkpoint at `step` (default: the newest usable one) of `workdir`, or the shipped
+  pretrained `model` (then `workdir` only receives the outputs); writes and returns metrics.json.
+
+  A shipped model names no data folder: without `reference` or `manual_dir` it is scored against
+  `pretrained.default_reference` (TFDS's mnist for the MNIST models).
+  """
   ex = features.get_extractor(extractor, inception_weights=inception_weights, resize=resize)
   config, state, step = runs.load(None if model else workdir, model, step)
   trainers.require(trainers.get_family(config), "generate", "generate images to score")
+  hint = None
+  if model is not None and reference is None and manual_dir is None:
+    from aigc_jax import pretrained  # A shipped model names no data folder: score it on what a user has.
+    reference = pretrained.default_reference(config)
+    hint = reference and (f"--model={model} is scored against {reference} unless given --manual_dir="
+                          "/path/to/mnist (MNIST's IDX files) or --reference=DATASET:SPLIT")
   result = {"step": step, **evaluate_model(
       config, state, num_samples=num_samples, extractor=ex, reference=reference, manual_dir=manual_dir,
       seed=seed, repeats=repeats, batch_size=batch_size, reference_size=reference_size,
-      save_stats=save_stats, options=options, cache_dir=workdir, progress=progress)}
+      save_stats=save_stats, options=options, cache_dir=workdir, progress=progress,
+      reference_hint=hint)}
   if model is not None:
     result["model"] = model
   write_result(workdir, result)

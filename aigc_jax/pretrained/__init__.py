@@ -6,20 +6,21 @@ e.g. a GAN's generator weights, the EMA ones when the run kept an EMA), with a m
 card `NAME.md` beside them. `load(name)` rebuilds a train state that the family's
 `generate` accepts, offline.
 
-    python -m aigc_jax.pretrained --workdir=RUN --name=dcgan_mnist   # export a run
+    python -m aigc_jax.pretrained --workdir=RUN --name=dcgan_mnist   # export a run to ./
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 from typing import Any
 
 import flax.serialization
 import jax
 import ml_collections
 
-from aigc_jax import config as config_lib, images, runs, trainers
+from aigc_jax import config as config_lib, runs, trainers
 from aigc_jax.errors import UserError
 
 DIR = os.path.dirname(os.path.abspath(__file__))
@@ -34,18 +35,43 @@ def _paths(name: str, directory: str) -> tuple[str, str]:
   return os.path.join(directory, f"{name}.json"), os.path.join(directory, f"{name}.msgpack")
 
 
-def export(workdir: str, name: str, directory: str = DIR, step: int | None = None) -> tuple[str, str]:
-  """Writes the sampling weights and config of the run in `workdir`; returns the two paths."""
-  config, state, _ = runs.load_run(workdir, step)
-  family = trainers.get_family(config)
-  trainers.require(family, "generate", "generate images")
+def portable_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """`config` without the folders of the machine that trained it (data.data_dir, data.manual_dir)."""
+  config = ml_collections.ConfigDict(config.to_dict())
+  config.data.data_dir = config.data.manual_dir = None
+  return config
+
+
+def default_reference(config: ml_collections.ConfigDict) -> str | None:
+  """The reference a shipped model is scored against without --reference or --manual_dir.
+
+  A model trained on an MNIST IDX folder is scored on TFDS's `mnist`, the same images, which TFDS
+  downloads where there is a network; other datasets keep the config's own (None).
+  """
+  if config.data.dataset == "mnist_idx" and config.data.manual_dir is None:
+    return f"mnist:{config.data.eval_split}"
+  return None
+
+
+def export(workdir: str, name: str, directory: str = ".", step: int | None = None,
+           overwrite: bool = False) -> tuple[str, str]:
+  """Writes the sampling weights and config of the run in `workdir`; returns the two paths.
+
+  Everything is checked before anything is written; the pair is written together, and existing
+  files (the shipped models among them) are replaced only with `overwrite`.
+  """
+  from aigc_jax import checkpoints
+  if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+    raise UserError(f"--name={name!r} is not valid: letters, digits, '_', '-' and '.' only")
   config_path, weights_path = _paths(name, directory)
-  # Both serialised before either is written, so a failure cannot pair a new config with old weights.
+  checkpoints.check_outputs((config_path, weights_path), overwrite)
+  family = trainers.get_family(config_lib.complete(checkpoints.read_config(workdir)))
+  trainers.require(family, "generate", "generate images")  # before any checkpoint is read
+  config, state, _ = runs.load_run(workdir, step)
   weights = flax.serialization.msgpack_serialize(
       jax.device_get(flax.serialization.to_state_dict(family.sampling_fields(config, state))))
-  config_json = config.to_json(indent=2).encode()
-  images.write_bytes_atomic(weights_path, weights)
-  images.write_bytes_atomic(config_path, config_json)
+  checkpoints.write_together({weights_path: weights,
+                              config_path: portable_config(config).to_json(indent=2).encode()})
   return config_path, weights_path
 
 
