@@ -208,7 +208,8 @@ def compare(mode: str, npz: str, real_dir: str, fake_dir: str, torch, model,
     their_fid, tool = float("nan"), f"{tool}: {e}"
   rows = [{"mode": mode, "metric": "fid", "features": "own", "ours": ours_fid, "theirs": their_fid, "tool": tool}]
   mine = our_metrics(real.features, fake.features)
-  for features_used, (r, f) in (("ours", (real.features, fake.features)), ("own", (theirs["real"], theirs["fake"]))):
+  for features_used, (r, f) in (("ours", (real.features, fake.features)),
+                                ("own", (theirs["real"], theirs["fake"]))):
     for name, values in tool_metrics(torch, r, f).items():
       for value, tool_name in values:
         rows.append({"mode": mode, "metric": name, "features": features_used, "ours": mine[name],

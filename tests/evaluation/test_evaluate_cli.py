@@ -29,9 +29,12 @@ def run_dir(tmp_path_factory):
   return str(workdir), config
 
 
-def test_evaluate_run_writes_metrics_json(run_dir):
+def test_evaluate_run_writes_metrics_json(run_dir, tmp_path):
+  """The whole reference split, two sample seeds (mean and std), the reference's statistics saved."""
   workdir, _ = run_dir
-  result = scoring.evaluate_run(workdir, num_samples=150, extractor="digits", progress=False)
+  stats = str(tmp_path / "digits_train.npz")
+  result = scoring.evaluate_run(workdir, num_samples=150, extractor="digits", seed=3, repeats=2,
+                                 save_stats=stats, progress=False)
   with open(os.path.join(workdir, "metrics.json")) as f:
     assert json.load(f) == result
   assert result["step"] == 2 and result["reference"] == "digits:train"
@@ -39,35 +42,28 @@ def test_evaluate_run_writes_metrics_json(run_dir):
   assert np.isfinite(m["fid"]) and m["fid"] > 0 and 0 <= m["coverage"] <= 1
   assert len(glob.glob(os.path.join(workdir, "reference_digits_digits_train_8px_all_*.npz"))) == 1
   assert result["reference_size"] == 1797 and result["warnings"] == []
+  assert result["seeds"] == [3, 4] and [r["seed"] for r in result["per_seed"]] == [3, 4]
+  assert set(result["metrics_std"]) == set(m)
+  assert m["fid"] == pytest.approx(np.mean([r["metrics"]["fid"] for r in result["per_seed"]]))
+  with np.load(stats) as f:
+    assert f["mu"].shape == (128,) and f["sigma"].shape == (128, 128)
   table = scoring.format_table(result)
-  assert "fid" in table and "150 samples" in table and "(1797 images)" in table
+  assert "fid" in table and "150 samples x 2 seeds" in table and "(1797 images)" in table
   with pytest.raises(UserError, match="cannot take 5000 images"):
     scoring.evaluate_run(workdir, num_samples=150, extractor="digits", reference_size=5000, progress=False)
   with pytest.raises(UserError, match="--batch_size=0: need at least 1"):
     scoring.evaluate_run(workdir, num_samples=150, extractor="digits", batch_size=0, progress=False)
-
-
-def test_repeats_score_consecutive_seeds_and_save_stats(run_dir, tmp_path):
-  workdir, _ = run_dir
-  stats = str(tmp_path / "digits_train.npz")
-  result = scoring.evaluate_run(workdir, num_samples=130, extractor="digits", seed=3, repeats=2,
-                                 reference_size=600, save_stats=stats, progress=False)
-  assert result["seeds"] == [3, 4] and [r["seed"] for r in result["per_seed"]] == [3, 4]
-  assert result["reference_size"] == 600 and set(result["metrics_std"]) == set(result["metrics"])
-  assert result["metrics"]["fid"] == pytest.approx(np.mean([r["metrics"]["fid"] for r in result["per_seed"]]))
-  with np.load(stats) as f:
-    assert f["mu"].shape == (128,) and f["sigma"].shape == (128, 128)
   with pytest.raises(UserError, match="--repeats=0: need at least 1"):
-    scoring.evaluate_run(workdir, num_samples=130, extractor="digits", repeats=0, progress=False)
+    scoring.evaluate_run(workdir, num_samples=150, extractor="digits", repeats=0, progress=False)
 
 
-def test_cli_scores_a_folder_against_a_folder(run_dir, tmp_path):
+def test_cli_scores_a_folder_against_a_folder(tmp_path):
   """Like `python -m pytorch_fid FAKE REAL`, with --save_stats; 100 images < 128 feature dims warn."""
   from aigc_jax import images
   from aigc_jax.evaluation import features, pipeline
   from sklearn.datasets import load_digits
   digits = images.to_uint8(load_digits().images[..., None] / 8.0 - 1.0)
-  for name, part in (("fake", digits[:100]), ("real", digits[100:400])):
+  for name, part in (("fake", digits[:100]), ("real", digits[100:300])):
     os.makedirs(tmp_path / name)
     for i, image in enumerate(part):
       images.save_png(str(tmp_path / name / f"{i}.png"), image)
@@ -77,9 +73,11 @@ def test_cli_scores_a_folder_against_a_folder(run_dir, tmp_path):
                         capture_output=True, text=True, timeout=300)
   assert proc.returncode == 0, proc.stderr[-2000:]
   assert "warning: 100 generated images for 128-d features" in proc.stderr
-  assert proc.stdout.splitlines()[0].endswith(f"100 samples, digits features, reference {tmp_path / 'real'} (300 images)")
+  header = proc.stdout.splitlines()[0]
+  assert header.endswith(f"100 samples, digits features, reference {tmp_path / 'real'} (200 images)")
   with open(tmp_path / "metrics.json") as f:
     written = json.load(f)
+  assert "metrics_std" not in written and "seeds" not in written  # one set of images
   again = pipeline.evaluate_folder(str(tmp_path / "fake"), stats, extractor=features.get_extractor("digits"))
   assert again["metrics"]["fid"] == pytest.approx(written["metrics"]["fid"], rel=1e-9)
   assert "  fid " in proc.stdout and f"{written['metrics']['fid']:.6g}" in proc.stdout
@@ -132,7 +130,8 @@ def test_evaluate_a_shipped_model(tmp_path, monkeypatch):
   monkeypatch.setattr(pretrained, "load", load_with_test_data_dir)
   config, state = pretrained.load("dcgan_mnist")
   result = scoring.evaluate_run(str(tmp_path / "out"), model="dcgan_mnist", num_samples=120,
-                                 extractor="digits", reference="digits:train", seed=5, progress=False)
+                                 extractor="digits", reference="digits:train", reference_size=300, seed=5,
+                                 progress=False)
   with open(tmp_path / "out" / "metrics.json") as f:
     assert json.load(f) == result
   assert result["model"] == "dcgan_mnist" and result["step"] == config.train.num_steps
@@ -140,7 +139,7 @@ def test_evaluate_a_shipped_model(tmp_path, monkeypatch):
   fake, _ = pipeline.generated_summary(extractor, generation.batch_generator(config, state, 500),
                                        jax.random.key(5), 120)
   real = pipeline.reference_summary(extractor, pipeline.parse_reference("digits:train", config.data),
-                                    cache_dir=str(tmp_path / "out"))
+                                    300, str(tmp_path / "out"))
   expected = pipeline.compute_metrics(fake, real)
   assert result["metrics"]["fid"] == pytest.approx(expected["fid"], rel=1e-6)
   assert result["metrics"]["precision"] == expected["precision"]

@@ -129,7 +129,8 @@ def test_model_resizes_by_its_mode(weights_file, monkeypatch):
   """The network's input goes through `resize` with the model's mode (traced, not compiled)."""
   variables = inception.load_variables(weights_file)
   resize, calls = inception.resize, []
-  monkeypatch.setattr(inception, "resize", lambda x, mode, size: calls.append((mode, size)) or resize(x, mode, size))
+  monkeypatch.setattr(inception, "resize",
+                      lambda x, mode, size: calls.append((mode, size)) or resize(x, mode, size))
   for mode in inception.RESIZE_MODES:
     jax.eval_shape(inception.InceptionV3FID(75, mode).apply, variables, jnp.zeros((1, 8, 8, 1)))
   assert calls == [("pytorch_fid", 75), ("clean", 75)]

@@ -105,20 +105,20 @@ def test_evaluate_generator_end_to_end_with_cache(tmp_path, monkeypatch, extract
     return np.clip(real[np.asarray(idx)] + 0.1, -1, 1)
 
   out = pipeline.evaluate_generator(config, generate, num_samples=300, extractor=extractor,
-                                    cache_dir=str(tmp_path))
+                                    reference_size=400, cache_dir=str(tmp_path))
   assert sum(calls) == 300
   assert out["fid"] > 0 and 0 <= out["precision"] <= 1 and out["kid_std"] >= 0
-  cached = list(tmp_path.glob("reference_digits_digits_train_8px_all_*.npz"))  # the whole split
+  cached = list(tmp_path.glob("reference_digits_digits_train_8px_400_*.npz"))
   assert cached
   # A URL cache (TensorFlow's in-memory filesystem standing in for gs://) works the same way.
   url = "ram://eval_cache"
   assert pipeline.evaluate_generator(config, generate, num_samples=300, extractor=extractor,
-                                     cache_dir=url) == out
-  assert tf.io.gfile.glob(url + "/reference_digits_digits_train_8px_all_*.npz")
+                                     reference_size=400, cache_dir=url) == out
+  assert tf.io.gfile.glob(url + "/reference_digits_digits_train_8px_400_*.npz")
   monkeypatch.setattr(data, "reference_batches", lambda *a: pytest.fail("reference not cached"))
   for cache_dir in (str(tmp_path), url):
     again = pipeline.evaluate_generator(config, generate, num_samples=300, extractor=extractor,
-                                        cache_dir=cache_dir)
+                                        reference_size=400, cache_dir=cache_dir)
     assert again == out
 
   config.model.num_classes = 10
@@ -128,7 +128,7 @@ def test_evaluate_generator_end_to_end_with_cache(tmp_path, monkeypatch, extract
     return np.stack([by_class[int(c)][0] for c in labels])
 
   cond = pipeline.evaluate_generator(config, generate_conditional, num_samples=300,
-                                     extractor=extractor, cache_dir=str(tmp_path))
+                                     extractor=extractor, reference_size=400, cache_dir=str(tmp_path))
   wanted = np.arange(300) % 10
   logits = extractor.apply(np.resize(generate_conditional(None, 300, wanted), (384, 8, 8, 1)),
                            np.ones(384, np.float32))["logits"][:300]
@@ -176,42 +176,40 @@ def test_scoring_a_folder_equals_scoring_the_arrays_in_memory(tmp_path, digits, 
   fake_images = images_lib.to_float(images_lib.to_uint8(np.clip(images[1000:1300] + 0.2, -1, 1)))
   fake_dir = _save_pngs(tmp_path / "fake", fake_images)
   config = _digits_config(tmp_path)
-  result = pipeline.evaluate_folder(fake_dir, "digits:train", extractor=extractor, data_config=config.data)
-  real = pipeline.reference_summary(extractor, pipeline.parse_reference("digits:train", config.data))
+  other_size = config.data.copy_and_resolve_references()
+  other_size.image_size = 16  # the dataset reference is read at the folder's size (8 px) instead
+  result = pipeline.evaluate_folder(fake_dir, "digits:train", extractor=extractor, reference_size=500,
+                                    data_config=other_size)
+  real = pipeline.reference_summary(extractor, pipeline.parse_reference("digits:train", config.data), 500)
   expected = pipeline.compute_metrics(pipeline.summarize(extractor, [fake_images]), real)
   assert result["metrics"] == pytest.approx(expected, rel=1e-6, abs=1e-12)  # float32 Gram sums: batch cuts
-  assert (result["num_samples"], result["reference"], result["reference_size"]) == (300, "digits:train", 1797)
+  assert (result["num_samples"], result["reference"], result["reference_size"]) == (300, "digits:train", 500)
   assert result["fake_dir"] == fake_dir and result["warnings"] == []
-  # The digits reference was read at the folder's image size (8 px), so FID is small for near-copies.
-  same = pipeline.evaluate_folder(_save_pngs(tmp_path / "same", images[:300]), "digits:train",
-                                  extractor=extractor, data_config=config.data)
-  assert same["metrics"]["fid"] < result["metrics"]["fid"]
   with pytest.raises(UserError, match="scoring a folder needs --reference"):
     pipeline.evaluate_folder(fake_dir, None, extractor=extractor)
 
 
 def test_repeats_report_mean_and_sample_std_over_seeds(digits, extractor):
   images, _ = digits
-  real = pipeline.summarize(extractor, [images[:700]], keep_logits=False)
+  real = pipeline.summarize(extractor, [images[:400]], keep_logits=False)
 
   def generate(key, n):
     noise = np.asarray(jax.random.normal(key, (n, 8, 8, 1)))
     return np.clip(images[700:700 + n] + 0.3 * noise, -1, 1)
 
-  result = pipeline.score_generator(extractor, generate, real, num_samples=150, seeds=[4, 5])
-  runs = [pipeline.compute_metrics(pipeline.generated_summary(extractor, generate, jax.random.key(s), 150)[0], real)
-          for s in (4, 5)]
+  result = pipeline.score_generator(extractor, generate, real, num_samples=100, seeds=[4, 5])
+  runs = [pipeline.compute_metrics(pipeline.generated_summary(extractor, generate, jax.random.key(s), 100)[0],
+                                   real) for s in (4, 5)]
   for name in ("fid", "kid", "precision", "coverage", "inception_score"):
     values = [r[name] for r in runs]
     assert result["metrics"][name] == pytest.approx(np.mean(values), rel=1e-9)
     assert result["metrics_std"][name] == pytest.approx(np.std(values, ddof=1), rel=1e-9)
   assert result["metrics_std"]["fid"] > 0
   assert [r["seed"] for r in result["per_seed"]] == [4, 5] and result["seeds"] == [4, 5]
-  table = pipeline.format_table({"step": 3, "features": "digits", "num_samples": 150,
+  assert result["per_seed"][1]["metrics"] == pytest.approx(runs[1], rel=1e-12)
+  table = pipeline.format_table({"step": 3, "features": "digits", "num_samples": 100,
                                  "reference": "digits:train", **result})
-  assert "150 samples x 2 seeds" in table and f"{result['metrics']['fid']:.6g} ± " in table
-  single = pipeline.score([pipeline.generated_summary(extractor, generate, jax.random.key(4), 150)], real, [4])
-  assert "metrics_std" not in single and single["metrics"] == pytest.approx(runs[0], rel=1e-12)
+  assert "100 samples x 2 seeds" in table and f"{result['metrics']['fid']:.6g} ± " in table
 
 
 def test_a_warning_line_when_images_are_no_more_than_feature_dimensions(digits, extractor):
@@ -220,6 +218,7 @@ def test_a_warning_line_when_images_are_no_more_than_feature_dimensions(digits, 
   few = pipeline.summarize(extractor, [images[1000:1128]])  # 128 images, 128-d features
   enough = pipeline.summarize(extractor, [images[1000:1129]])
   [line] = pipeline.sample_size_warnings(few, real)
-  assert line.startswith("128 generated images for 128-d features: the covariance is rank-deficient (rank at most 127)")
+  assert line.startswith("128 generated images for 128-d features: the covariance is rank-deficient "
+                         "(rank at most 127)")
   assert pipeline.sample_size_warnings(enough, real) == []
   assert len(pipeline.sample_size_warnings(few, few)) == 2
