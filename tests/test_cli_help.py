@@ -31,9 +31,15 @@ def module_flags(help_text: str, module: str) -> dict[str, str]:
 
 
 def defined_flags(module: str) -> set[str]:
-  """Names of the flags the module's source defines (DEFINE_*("name", ...) calls)."""
+  """Names of the flags the module's source defines: DEFINE_*("name", ...) calls, and in sample.py
+  the model families' sampling options (absl lists a flag under the module that defines it)."""
   with open(os.path.join(ROOT, "aigc_jax", f"{module}.py")) as f:
-    return set(_DEFINE.findall(f.read()))
+    source = f.read()
+  names = set(_DEFINE.findall(source))
+  if module == "sample":
+    from aigc_jax import sample
+    names |= set(sample.option_flags())
+  return names
 
 
 def test_every_cli_help_exits_0_and_lists_every_flag_with_a_meaning():

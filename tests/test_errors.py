@@ -69,8 +69,8 @@ _CONFIG_FILES = {  # file text -> the one line, after "--config: ", with FILE fo
                                                 "start from aigc_jax.config.base_config()",
     "def get_config():\n  pass\n": "FILE: get_config() returned None, not an ml_collections.ConfigDict; "
                                   "start from aigc_jax.config.base_config()",
-    "import ml_collections\ndef get_config():\n  return ml_collections.ConfigDict({'seed': 1})\n":
-        "FILE: the config lacks data, gan, model, train, vae; start from aigc_jax.config.base_config()",
+    "from aigc_jax.config import base_config\ndef get_config():\n  c = base_config()\n  del c['train']\n"
+    "  return c\n": "FILE: the config lacks train; start from aigc_jax.config.base_config()",
     "from aigc_jax.config import base_config\ndef get_config():\n  c = base_config()\n  del c.train['num_steps']\n"
     "  return c\n": "FILE: the config lacks train.num_steps; start from aigc_jax.config.base_config()",
 }
