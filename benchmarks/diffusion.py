@@ -81,7 +81,8 @@ def jax_train_runner(config):
 def jax_sample_runner(config, state, num: int, steps: int):
   """(run(batches), compile s) for the family's Heun `generate` on `num` images."""
   options = {"sampler": "heun", "steps": steps}
-  generate = jax.jit(lambda s, n, y: diffusion.generate(config, s, n, y, options),
+  keys = jax.random.split(jax.random.key(2), num)  # Heun is deterministic: the keys go unused
+  generate = jax.jit(lambda s, n, y: diffusion.generate(config, s, n, y, keys, options),
                      compiler_options=parallel.compiler_options(jax.devices()[0].platform))
   noise = diffusion.noise(config, jax.random.key(1), num)
   labels = jnp.arange(num, dtype=jnp.int32) % 10
