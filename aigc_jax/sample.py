@@ -239,6 +239,9 @@ def run(mode: str, out: str | None, *, workdir: str | None = None, model: str | 
   family = trainers.get_family(config)
   trainers.require(family, "generate", "generate images")
   opts = args.get("options") or {}
+  names = config.data.get("class_names") or []
+  if args.get("class_idx") is not None and 0 <= args["class_idx"] < len(names):
+    print(f"class {args['class_idx']}: {names[args['class_idx']]}", file=sys.stderr)
   if outdir is not None:
     written, skipped = write_seed_images(config, state, seed_list, outdir, args["class_idx"], opts)
     print(f"{written} images written, {skipped} already there", file=sys.stderr)
