@@ -264,3 +264,17 @@ def test_outdir_writes_one_png_per_seed_and_keeps_existing_files(run_20_steps, t
     sample.run("interpolate", None, workdir=run_20_steps, seeds="0,1", outdir=str(outdir))
   with pytest.raises(UserError, match="not both"):
     sample.run("generate", str(tmp_path / "g.png"), workdir=run_20_steps, outdir=str(outdir))
+
+
+def test_class_prints_the_folder_class_name(cgan_run, monkeypatch, capsys):
+  load = runs.load
+
+  def load_with_names(*args):
+    config, state, step = load(*args)
+    config.data.class_names = [f"name{i}" for i in range(10)]
+    return config, state, step
+
+  monkeypatch.setattr(runs, "load", load_with_names)
+  _captured_frames(monkeypatch)
+  sample.run("generate", "g.png", workdir=cgan_run, seeds="0-1", class_idx=3)
+  assert "class 3: name3" in capsys.readouterr().err
