@@ -253,3 +253,19 @@ def test_flow_and_ddpm_models_sample(objective, sampler):
   out = _generate(_frozen(config), state, _seed_noise(config, [0, 1]), jnp.asarray([0, 1]),
                   (("sampler", sampler),) + OPTIONS)
   assert out.shape == (2, 8, 8, 1) and np.all(np.isfinite(out)) and float(jnp.abs(out).max()) <= 1.0
+
+
+def test_a_128_px_rgb_train_step():
+  """Folder-sized images: the U-Net's levels halve 128 px down to 16 px; one step runs and learns."""
+  config = tiny_config(num_classes=0)
+  config.data.image_size, config.data.channels = 128, 3
+  config.model.width, config.train.batch_size = 4, 2
+  config.diffusion.channel_mult = (1, 1, 1, 1)
+  config_lib.validate(config)
+  state = diffusion.init_state(config, jax.random.key(0))
+  images = jnp.asarray(np.random.default_rng(0).uniform(-1, 1, (2, 128, 128, 3)), jnp.float32)
+  step = jax.jit(diffusion.make_train_step(config))
+  new, metrics = step(state, {"image": images, "label": jnp.zeros((2,), jnp.int32)}, jax.random.key(1))
+  assert int(new.step) == 1 and np.isfinite(float(metrics["loss"]))
+  moved = jax.tree.map(lambda a, b: float(jnp.abs(a - b).max()), new.params, state.params)
+  assert max(jax.tree.leaves(moved)) > 0
