@@ -1,6 +1,7 @@
 """parallel: the ("data", "fsdp") mesh, batches over every device, state shardings derived as
-big_vision's fsdp rule (a sharded run trains to the replicated run's state and resumes exactly
-from its checkpoint), and the XLA options hot steps compile with."""
+big_vision's fsdp rule, a sharded state's checkpoint restoring onto its shardings and resuming
+exactly, and the XLA options hot steps compile with. (Sharded runs train to the replicated run's
+state: tests/trainers/test_common.py, and tests/test_train.py for the training loop.)"""
 
 import jax
 import jax.numpy as jnp
@@ -9,7 +10,8 @@ import pytest
 from jax.sharding import PartitionSpec as P
 
 from aigc_jax import checkpoints, parallel, trainers
-from tests.trainers.test_gan import assert_trees_close, tiny_batch, tiny_gan_config
+from tests.trainers.test_common import tiny_config, two_steps
+from tests.trainers.test_gan import tiny_batch
 
 
 @pytest.mark.parametrize("shape, fsdp, min_bytes, expected", [
@@ -39,57 +41,20 @@ def test_mesh_has_a_data_and_an_fsdp_axis_and_batches_split_over_every_device():
     parallel.create_mesh(fsdp_devices=3)
 
 
-def _sharded_gan_config():
-  config = tiny_gan_config()
-  config.train.fsdp_min_kib = 0  # the tiny model's leaves are all far below the default minimum
-  return config
-
-
-def _compiled(config, fsdp_devices):
-  """(initial state, compiled step, base keys) on a mesh of all 8 devices with that fsdp size."""
-  mesh = parallel.create_mesh(fsdp_devices=fsdp_devices)
-  keys = trainers.base_keys(config.seed)
-  state, sharding = trainers.init_sharded_state(config, mesh, keys["init"])
-  return state, trainers.compile_train_step(config, mesh, sharding), keys, mesh
-
-
-def assert_sharded_over_fsdp(state, fsdp):
-  """Every leaf with a dimension `fsdp` divides is split over the fsdp axis, the others replicated."""
-  for leaf in jax.tree.leaves(state):
-    divisible = any(d % fsdp == 0 for d in leaf.shape)
-    assert (parallel.FSDP_AXIS in leaf.sharding.spec) == divisible, (leaf.shape, leaf.sharding.spec)
-    assert leaf.addressable_shards[0].data.size == leaf.size // (fsdp if divisible else 1)
-  assert sum(any(d % fsdp == 0 for d in leaf.shape) for leaf in jax.tree.leaves(state)) > 10
-
-
-def test_sharded_parameters_train_to_the_replicated_state_and_resume_exactly(tmp_path):
-  config = _sharded_gan_config()
-  batches = [tiny_batch(config, i) for i in range(2)]
-  state, step, keys, mesh = _compiled(config, 1)
-  for batch in batches:
-    state, _ = step(state, [parallel.host_to_global(batch, mesh)], keys["step"])
-  replicated = jax.device_get(state)
-
-  state, step, keys, mesh = _compiled(config, 2)
-  first, second = ([parallel.host_to_global(b, mesh)] for b in batches)
-  state, _ = step(state, first, keys["step"])
+def test_a_sharded_state_restores_onto_its_shardings_and_resumes_exactly(tmp_path):
+  state, _, step, keys, mesh = two_steps("gan", 2, 2)  # accumulated, sharded over pairs of devices
   manager = checkpoints.create_manager(str(tmp_path))
-  checkpoints.save(manager, 1, state, keys["step"])
-  state, _ = step(state, second, keys["step"])
-  assert_sharded_over_fsdp(state, 2)
-  # Adam's moments are sharded as the parameters they follow.
-  for param, mu in zip(jax.tree.leaves(state.g_params), jax.tree.leaves(state.g_opt_state[0].mu)):
-    assert mu.sharding == param.sharding
-  assert int(state.step) == 2
-  assert_trees_close(jax.device_get(state), replicated, rtol=1e-5)
-
-  # Restored onto the sharded state's shardings, step 2 again gives the same state bit for bit.
-  restored, _ = checkpoints.restore(manager, 1, state, keys["step"])
+  checkpoints.save(manager, 2, state, keys["step"])
+  restored, _ = checkpoints.restore(manager, 2, state, keys["step"])
   manager.close()
-  for got, template in zip(jax.tree.leaves(restored), jax.tree.leaves(state), strict=True):
-    assert got.sharding == template.sharding
-  resumed, _ = step(restored, second, keys["step"])
-  for a, b in zip(jax.tree.leaves(jax.device_get(resumed)), jax.tree.leaves(jax.device_get(state)),
+  for got, live in zip(jax.tree.leaves(restored), jax.tree.leaves(state), strict=True):
+    assert got.sharding == live.sharding
+  config = tiny_config("gan", 2, 2)
+  batch = [parallel.host_to_global(tiny_batch(config, 2), mesh)]
+  resumed, _ = step(restored, batch, keys["step"])
+  uninterrupted, _ = step(jax.tree.map(jnp.copy, state), batch, keys["step"])
+  assert int(resumed.step) == 3
+  for a, b in zip(jax.tree.leaves(jax.device_get(resumed)), jax.tree.leaves(jax.device_get(uninterrupted)),
                   strict=True):
     np.testing.assert_array_equal(a, b)
 

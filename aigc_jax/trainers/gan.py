@@ -13,9 +13,9 @@ samples from.
 
 With `train.grad_accum_steps` = k every update runs over k micro-batches (`common.accumulate_gradients`):
 the latents, the augmentations and WGAN-GP's interpolation weights are drawn for the whole batch
-first, so with `model.g_norm` and `model.d_norm` "none" the step equals the plain one. What
-differs: batch norm and minibatch std see micro-batch statistics (the running statistics become
-the micro-batches' mean), and R1 through an augmentation draws that augmentation per micro-batch.
+and sliced, so with `model.g_norm` and `model.d_norm` "none" the step equals the plain one. Batch
+norm and minibatch std see micro-batch statistics (running statistics become the micro-batches'
+mean), as with accumulation in any framework.
 """
 
 from __future__ import annotations
@@ -264,16 +264,27 @@ def lazy_r1_gradient(nets: Networks, hp: Hyper, critic: _Critic, real: jax.Array
                      labels: jax.Array | None, augment_key: jax.Array,
                      r1_now: jax.Array) -> tuple[jax.Array, Any]:
   """(R1 penalty, its gradient) on steps where `r1_now`, else zeros; scaled by the lazy interval."""
-  def r1_loss(params, micro, key):
+  n = real.shape[0]
+
+  def augment(images, rows):
+    if hp.micro_batches == 1:
+      return nets.augment(augment_key, images, critic.ada_p)
+    # A micro-batch's rows of the whole batch's augmentation: the draws of the plain step (the
+    # ops are per example), for k times the augmentation's cost on the steps that take R1.
+    whole = jnp.zeros((n,) + images.shape[1:], images.dtype).at[rows].set(images)
+    return nets.augment(augment_key, whole, critic.ada_p)[rows]
+
+  def r1_loss(params, micro):
     # Through the augmentation to the un-augmented reals, as StyleGAN2-ADA does.
     d_fn = lambda x: common.apply_train(nets.discriminator, params, critic.collections,
-                                        nets.augment(key, x, critic.ada_p), micro["label"])[0]
+                                        augment(x, micro["row"]), micro["label"])[0]
     penalty = r1_penalty(d_fn, micro["real"])
     return 0.5 * hp.r1_gamma * hp.r1_every * penalty, penalty
 
   def with_r1():
     (_, penalty), grads = common.accumulate_gradients(
-        r1_loss, critic.params, {"real": real, "label": labels}, hp.micro_batches, key=augment_key)
+        r1_loss, critic.params, {"real": real, "label": labels, "row": jnp.arange(n)},
+        hp.micro_batches)
     return penalty, grads
 
   def without_r1():

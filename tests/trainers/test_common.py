@@ -1,7 +1,6 @@
 """Gradient accumulation: the micro-batch layout, `accumulate_gradients` against a closed form, and
 the VAE's and GAN's accumulated steps against their plain steps on 8 devices."""
 
-import dataclasses
 import functools
 
 import jax
@@ -10,8 +9,7 @@ import numpy as np
 import pytest
 
 from aigc_jax import config as config_lib, parallel, trainers
-from aigc_jax.trainers import common, gan
-from tests.test_parallel import assert_sharded_over_fsdp
+from aigc_jax.trainers import common
 from tests.trainers.test_gan import assert_trees_close, tiny_batch, tiny_gan_config
 
 
@@ -53,7 +51,17 @@ def test_one_micro_batch_gets_the_key_and_several_get_it_folded_with_their_index
   np.testing.assert_allclose(grad, 1.0, rtol=1e-6)
 
 
-def _accumulation_config(family: str, grad_accum_steps: int, fsdp_devices: int = 1):
+def assert_sharded_over_fsdp(state, fsdp):
+  """Every leaf with a dimension `fsdp` divides is split over the fsdp axis, the others replicated."""
+  for leaf in jax.tree.leaves(state):
+    divisible = any(d % fsdp == 0 for d in leaf.shape)
+    assert (parallel.FSDP_AXIS in leaf.sharding.spec) == divisible, (leaf.shape, leaf.sharding.spec)
+    assert leaf.addressable_shards[0].data.size == leaf.size // (fsdp if divisible else 1)
+  assert sum(any(d % fsdp == 0 for d in leaf.shape) for leaf in jax.tree.leaves(state)) > 10
+
+
+def tiny_config(family: str, grad_accum_steps: int = 1, fsdp_devices: int = 1):
+  """A tiny VAE, or a GAN with every source of randomness a step has, at 8 px, batch 32."""
   config = tiny_gan_config()
   config.train.batch_size = 32  # 4 per device: 2 or 4 micro-batches of every device's examples
   config.train.grad_accum_steps = grad_accum_steps
@@ -64,28 +72,30 @@ def _accumulation_config(family: str, grad_accum_steps: int, fsdp_devices: int =
     # Batch norm couples the examples of a (micro-)batch; G has it too unless model.g_norm says not.
     config.model.d_norm = config.model.g_norm = "none"
     config.gan.loss, config.gan.n_critic = "wgan_gp", 2
+    config.gan.r1_gamma, config.gan.r1_every = 1.0, 1
     config.gan.augment, config.gan.ema_half_life_images = "diffaugment", 100
   config_lib.validate(config, num_devices=8)
   return config
 
 
 @functools.cache
-def _two_steps(family: str, grad_accum_steps: int, fsdp_devices: int = 1):
-  """(state on the devices, host metrics) after two steps on 8 devices (plain runs are shared)."""
-  config = _accumulation_config(family, grad_accum_steps, fsdp_devices)
+def two_steps(family: str, grad_accum_steps: int = 1, fsdp_devices: int = 1):
+  """(state, host metrics, compiled step, base keys, mesh) after two steps on all 8 devices, each
+  run done once (the plain runs are every comparison's reference; don't donate the state)."""
+  config = tiny_config(family, grad_accum_steps, fsdp_devices)
   mesh = parallel.create_mesh(fsdp_devices=fsdp_devices)
   keys = trainers.base_keys(config.seed)
   state, sharding = trainers.init_sharded_state(config, mesh, keys["init"])
   step = trainers.compile_train_step(config, mesh, sharding)
   for i in range(2):
     state, metrics = step(state, [parallel.host_to_global(tiny_batch(config, i), mesh)], keys["step"])
-  return state, jax.device_get(metrics)
+  return state, jax.device_get(metrics), step, keys, mesh
 
 
 @pytest.mark.parametrize("k", [2, 4])
 def test_accumulated_vae_step_equals_the_plain_step(k):
-  state, metrics = _two_steps("vae", k)
-  plain_state, plain_metrics = _two_steps("vae", 1)
+  state, metrics, *_ = two_steps("vae", k)
+  plain_state, plain_metrics, *_ = two_steps("vae")
   assert int(state.step) == 2
   assert_trees_close(jax.device_get(state), jax.device_get(plain_state), rtol=1e-5)
   assert_trees_close(metrics, plain_metrics, rtol=1e-5)
@@ -93,32 +103,15 @@ def test_accumulated_vae_step_equals_the_plain_step(k):
 
 @pytest.mark.parametrize("k, fsdp", [(2, 2), (4, 4)])
 def test_accumulated_gan_step_on_sharded_parameters_equals_the_plain_replicated_step(k, fsdp):
-  """WGAN-GP with two critic updates, DiffAugment and EMA: every draw of the step is made for
-  the whole batch, so micro-batches (and parameters sharded over fsdp devices) change nothing."""
-  state, metrics = _two_steps("gan", k, fsdp)
-  plain_state, plain_metrics = _two_steps("gan", 1)
+  """WGAN-GP with two critic updates, R1, DiffAugment and EMA: every draw of the step is made for
+  the whole batch, so micro-batches change nothing, and neither do parameters and optimiser
+  states sharded over fsdp devices (which the states show they are)."""
+  state, metrics, *_ = two_steps("gan", k, fsdp)
+  plain_state, plain_metrics, *_ = two_steps("gan")
   assert_sharded_over_fsdp(state, fsdp)
+  # Adam's moments are sharded as the parameters they follow.
+  for param, mu in zip(jax.tree.leaves(state.g_params), jax.tree.leaves(state.g_opt_state[0].mu)):
+    assert mu.sharding == param.sharding
   assert int(state.step) == 2
   assert_trees_close(jax.device_get(state), jax.device_get(plain_state), rtol=1e-5)
   assert_trees_close(metrics, plain_metrics, rtol=1e-5)
-
-
-def _r1_gradient(micro_batches):
-  """(R1 penalty, its D gradient) of the tiny GAN's D on one batch, over `micro_batches`."""
-  config = _accumulation_config("gan", 1)
-  config.gan.augment = "none"  # R1 through an augmentation draws that augmentation per micro-batch
-  nets = gan.Networks.from_config(config)
-  hp = dataclasses.replace(gan.Hyper.from_config(config), r1_gamma=2.0, r1_every=4,
-                           micro_batches=micro_batches)
-  state = gan.init_state(config, jax.random.key(0))
-  critic = gan._Critic(params=state.d_params, collections=state.d_collections,
-                       opt_state=state.d_opt_state, ada_p=state.ada_p)
-  r1 = jax.jit(lambda critic, real: gan.lazy_r1_gradient(nets, hp, critic, real, None,
-                                                         jax.random.key(1), jnp.bool_(True)))
-  return r1(critic, jnp.asarray(tiny_batch(config)["image"]))
-
-
-def test_accumulated_r1_gradient_equals_the_whole_batch_gradient():
-  whole, micro = _r1_gradient(1), _r1_gradient(4)
-  assert float(whole[0]) > 0 and max(np.abs(g).max() for g in jax.tree.leaves(whole[1])) > 0
-  assert_trees_close(micro, whole, rtol=1e-5)
