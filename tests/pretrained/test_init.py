@@ -11,7 +11,7 @@ import pytest
 
 from aigc_jax import checkpoints, pretrained
 from aigc_jax.errors import UserError
-from aigc_jax.evaluation import pipeline, scoring
+from aigc_jax.evaluation import pipeline, references, scoring
 from tests.test_checkpoints import make_run
 from tests.test_train import quickstart
 
@@ -75,11 +75,11 @@ def test_shipped_models_carry_no_machine_paths(name):
 def test_a_shipped_model_is_scored_against_tfds_mnist_unless_told_otherwise(tmp_path, monkeypatch):
   asked = []
 
-  def unavailable(extractor, data_config, num, cache_dir=None):
+  def unavailable(extractor, data_config, num=None, cache_dir=None):
     asked.append((data_config.dataset, data_config.split, data_config.manual_dir))
     raise UserError("dataset 'mnist' is not prepared in '/x' and could not be downloaded (ConnectionError)")
 
-  monkeypatch.setattr(pipeline, "reference_summary", unavailable)
+  monkeypatch.setattr(references, "reference_summary", unavailable)
   with pytest.raises(UserError) as e:
     scoring.evaluate_run(str(tmp_path), model="cgan_mnist", num_samples=10, extractor="digits",
                          progress=False)
