@@ -11,7 +11,7 @@ import pytest
 
 from aigc_jax import checkpoints, pretrained
 from aigc_jax.errors import UserError
-from aigc_jax.evaluation import pipeline, references, scoring
+from aigc_jax.evaluation import references, scoring
 from tests.test_checkpoints import make_run
 from tests.test_train import quickstart
 
