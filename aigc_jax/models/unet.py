@@ -16,8 +16,9 @@ residual blocks (with attention between them at an attention resolution) joins t
 decoder of `num_res_blocks + 1` blocks per level, each fed the concatenation with the matching
 encoder activation, with nearest-neighbour 2x upsampling between levels; GroupNorm, SiLU and a
 zero-initialised 3x3 conv give the output, so an untrained network outputs 0. GroupNorm uses
-min(32, channels / 4) groups (EDM's choice for narrow layers); attention has one head per 64
-channels and takes its softmax in float32.
+min(32, channels / 4) groups (EDM's choice for narrow layers), or the largest divisor of the
+channels below that (a decoder block of width 48 sees 96 + 48 channels); attention has one head
+per 64 channels and takes its softmax in float32.
 
 The number of levels is len(channel_mult), so image_size must halve evenly that many times minus
 one: 28 with three levels runs at 28, 14, 7. Parameters are float32; `dtype` is the compute dtype.
@@ -55,8 +56,9 @@ def positional_embedding(x: jax.Array, dim: int, max_period: float = 10_000.0) -
 
 
 def num_groups(channels: int) -> int:
-  """GroupNorm groups for a layer: min(32, channels // 4), at least 1."""
-  return max(1, min(32, channels // 4))
+  """GroupNorm groups for a layer: the largest divisor of `channels` up to min(32, channels // 4)."""
+  most = max(1, min(32, channels // 4))
+  return next(g for g in range(most, 0, -1) if channels % g == 0)
 
 
 def _norm(channels: int, dtype: Any) -> nn.GroupNorm:

@@ -197,11 +197,9 @@ def mixture_epsilon(alpha_bars):
 
 MIXTURE_SAMPLERS = {
     "edm heun": lambda n, s: samplers.edm(mixture_denoiser, n, None, steps=s, **EDM),
-    "edm euler": lambda n, s: samplers.edm(mixture_denoiser, n, None, steps=s, order=1, **EDM),
     "edm stochastic": lambda n, s: samplers.edm(mixture_denoiser, n, jax.random.key(5), steps=s,
                                                 s_churn=40, s_min=0.05, s_max=50, **EDM),
     "flow heun": lambda n, s: samplers.flow(mixture_velocity, n, None, steps=s),
-    "flow euler": lambda n, s: samplers.flow(mixture_velocity, n, None, steps=s, order=1),
     "ddim cosine": lambda n, s: samplers.ddim(mixture_epsilon(ALPHA_BARS["cosine"]), n, None,
                                               steps=s, alpha_bars=ALPHA_BARS["cosine"]),
     "ddim eta 0.5": lambda n, s: samplers.ddim(mixture_epsilon(ALPHA_BARS["cosine"]), n,

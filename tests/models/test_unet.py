@@ -18,9 +18,9 @@ CONFIG = dict(image_size=28, channels=1, width=8, channel_mult=(1, 2, 2), num_re
 N = 2
 NOISE_LABELS = jnp.asarray([-0.5, 0.8])
 LABELS = jnp.asarray([3, 7], jnp.int32)
-# Compiled forwards use a smaller net: 8 px at two levels, attention at the second.
-SMALL = dict(image_size=8, channels=1, width=8, channel_mult=(1, 2), num_res_blocks=1,
-             attn_resolutions=(4,), num_classes=10)
+# Compiled forwards use a smaller net: one level at 8 px, with attention.
+SMALL = dict(image_size=8, channels=1, width=8, channel_mult=(1,), num_res_blocks=1,
+             attn_resolutions=(8,), num_classes=10)
 X = jnp.asarray(np.random.default_rng(0).normal(size=(N, 8, 8, 1)), jnp.float32)
 
 
@@ -56,6 +56,10 @@ def test_levels_halve_the_image_size():
     out = jax.eval_shape(lambda k: model.init_with_output(k, jnp.zeros((1, size, size, 3)), jnp.zeros((1,)),
                                                           train=False)[0], jax.random.key(0))
     assert out.shape == (1, size, size, 3) and out.dtype == jnp.float32
+
+
+def test_group_counts_divide_the_channels():
+  assert [unet.num_groups(c) for c in (4, 8, 64, 128, 256, 96, 144, 6)] == [1, 2, 16, 32, 32, 24, 24, 1]
 
 
 def test_positional_embedding_is_the_transformer_sinusoid():
