@@ -64,9 +64,9 @@ def defaults() -> ml_collections.ConfigDict:
   c.rho = 7.0
   c.ddpm_schedule = "linear"      # ddpm: linear | cosine betas
   c.ddpm_timesteps = 1000         # ddpm: T
-  c.channel_mult = (1, 2, 2)      # U-Net: channels per level in units of model.width
+  c.channel_mult = [1, 2, 2]      # U-Net: channels per level in units of model.width
   c.num_res_blocks = 2            # U-Net: residual blocks per level (the decoder has one more)
-  c.attn_resolutions = (8,)       # U-Net: feature-map sizes with self-attention
+  c.attn_resolutions = [8]        # U-Net: feature-map sizes with self-attention
   c.dropout = 0.1                 # U-Net: dropout in every residual block
   c.label_dropout = 0.1           # conditional models (others ignore it): probability of training on the null class; 0: off
   c.lr_warmup_steps = 0           # learning rate ramps linearly from 0 over this many steps; 0: off
