@@ -29,7 +29,8 @@ _CHATTY_LIBRARIES = ("/orbax/", "/tensorflow_datasets/", "/jax/_src/xla_bridge")
 _EXPECTED_WARNINGS = ("Given directory is read only", "CheckpointManagerOptions.read_only=True")
 
 
-def _not_chatty_info(record: logging.LogRecord) -> bool:
+def shows_log_record(record: logging.LogRecord) -> bool:
+  """The absl log filter: warnings unless expected, info only from outside the chatty libraries."""
   if record.levelno >= logging.WARNING:
     return not str(record.msg).startswith(_EXPECTED_WARNINGS)
   return not any(part in record.pathname for part in _CHATTY_LIBRARIES)
@@ -93,7 +94,7 @@ def _missing_keys(config: Any, base: Any) -> list[str]:
   return missing
 
 
-def _load_config_file(parse: Callable[[str], Any], path: str) -> Any:
+def load_config_file(parse: Callable[[str], Any], path: str) -> Any:
   """`parse(path)` (ml_collections' loader), with every way a config file can fail as one UserError."""
   import ml_collections
   from aigc_jax import config as config_lib
@@ -139,7 +140,7 @@ class _ConfigFileParser:
     return getattr(self._parser, name)
 
   def parse(self, path: str) -> Any:
-    return _load_config_file(self._parser.parse, path)
+    return load_config_file(self._parser.parse, path)
 
 
 def _parse_flags(argv: Sequence[str]) -> list[str]:
@@ -185,7 +186,7 @@ def run_main(main: Callable[[Sequence[str]], None]) -> None:
 
   def guarded(argv: Sequence[str]) -> None:
     # On absl's handler, not its logger: the handler also prints what other loggers (jax's) propagate.
-    absl_logging.get_absl_handler().addFilter(_not_chatty_info)
+    absl_logging.get_absl_handler().addFilter(shows_log_record)
     try:
       main(argv)
     except UserError as e:

@@ -62,7 +62,8 @@ def main(argv: Sequence[str]) -> None:
     print(f"wrote {checkpoints.join(f.workdir, 'metrics.json')}", file=sys.stderr)
 
 
-def _define_flags() -> None:
+def define_flags() -> None:
+  """Defines evaluate's flags on absl's global FLAGS."""
   from absl import flags
   from aigc_jax import pretrained, sample
   sample.define_option_flags()
@@ -97,5 +98,5 @@ def _define_flags() -> None:
 
 if __name__ == "__main__":
   from aigc_jax.errors import run_main
-  _define_flags()
+  define_flags()
   run_main(main)

@@ -304,7 +304,8 @@ def main(argv) -> None:
   print(f"wrote {path}", file=sys.stderr)
 
 
-def _define_flags() -> None:
+def define_flags() -> None:
+  """Defines sample's flags on absl's global FLAGS."""
   from absl import flags
   flags.DEFINE_enum("mode", "generate", MODES, "What to write: samples, reconstructions (families that "
                     "encode), a walk between two seeds, a sampling trajectory (.gif), rule-based variants "
@@ -331,5 +332,5 @@ def _define_flags() -> None:
 
 if __name__ == "__main__":
   from aigc_jax.errors import run_main
-  _define_flags()
+  define_flags()
   run_main(main)

@@ -19,8 +19,8 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from aigc_jax import (checkpoints, config as config_lib, data, generation, images, loop, parallel,
-                      run_log, trainers)
+from aigc_jax import (checkpoints, config as config_lib, generation, images, loop, parallel, run_log,
+                      trainers)
 from aigc_jax.errors import UserError
 
 
@@ -85,6 +85,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Any:
 
   On SIGTERM it saves at the next dispatch boundary and returns that state, short of num_steps.
   """
+  from aigc_jax import data  # TensorFlow loads once the config is good: bad input fails in seconds.
   config_lib.validate(config, jax.device_count())
   if config.data.dataset != "synthetic":
     data.dataset_size(config.data, config.data.split)  # missing data fails before the workdir is touched
@@ -95,6 +96,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Any:
 
 def _train(config: ml_collections.ConfigDict, workdir: str, manager) -> Any:
   from clu import periodic_actions  # Heavy import kept off library import.
+  from aigc_jax import data
 
   family = trainers.get_family(config)
   mesh = parallel.create_mesh(fsdp_devices=config.train.fsdp_devices)
@@ -207,7 +209,8 @@ def main(argv) -> None:
     sys.exit(loop.EXIT_PREEMPTED)
 
 
-def _define_flags() -> None:
+def define_flags() -> None:
+  """Defines train's flags on absl's global FLAGS."""
   from absl import flags
   from ml_collections import config_flags
   config_flags.DEFINE_config_file("config", None, "Path to a config file (configs/NAME.py); "
@@ -227,5 +230,5 @@ def _define_flags() -> None:
 
 if __name__ == "__main__":
   from aigc_jax.errors import run_main
-  _define_flags()
+  define_flags()
   run_main(main)

@@ -21,7 +21,7 @@ import numpy as np
 from aigc_jax import generation, parallel, pretrained, trainers
 from aigc_jax.evaluation import inception
 from aigc_jax.models.lenet import LeNet
-from benchmarks.train_step import _configs, _images
+from benchmarks.train_step import step_configs, pseudo_images
 
 
 def _train_step(config, options):
@@ -30,7 +30,7 @@ def _train_step(config, options):
   key = jax.random.key(0)
   state, sharding = trainers.init_sharded_state(config, mesh, key)
   step = trainers.make_multi_step(trainers.get_family(config).make_train_step(config), 1)
-  images = _images(config)
+  images = pseudo_images(config)
   batch = parallel.host_to_global({"image": images, "label": np.zeros(len(images), np.int32)}, mesh)
   compiled = jax.jit(step, donate_argnums=(0,)).lower(state, [batch], key).compile(options)
   holder = [state]
@@ -64,7 +64,7 @@ def _sampling(name: str, num: int, options):
 def _cases() -> dict:
   """name: (build(options) -> run, images or steps per run)."""
   cases = {f"{name} train step": (lambda options, c=config: _train_step(c, options), config.train.batch_size)
-           for name, config in _configs("float32").items()}
+           for name, config in step_configs("float32").items()}
   rng = np.random.default_rng(0)
   photos = rng.uniform(-1, 1, (50, 64, 64, 3)).astype(np.float32)
   digits = rng.uniform(-1, 1, (1000, 28, 28, 1)).astype(np.float32)

@@ -27,7 +27,8 @@ from aigc_jax.data import pipeline
 _MNIST = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "mnist")
 
 
-def _config(image_size: int, data_dir: str, batch_size: int, random_flip: bool):
+def mnist_config(image_size: int, data_dir: str, batch_size: int, random_flip: bool):
+  """The base config at `image_size`, on the local MNIST IDX files when present."""
   config = base_config()
   config.train.batch_size = batch_size
   config.data.update(data_dir=data_dir, image_size=image_size, random_flip=random_flip)
@@ -36,7 +37,7 @@ def _config(image_size: int, data_dir: str, batch_size: int, random_flip: bool):
   return config
 
 
-def _rate(iterator, batch_size: int, batches: int, repeats: int, sync) -> float:
+def images_per_second(iterator, batch_size: int, batches: int, repeats: int, sync) -> float:
   """Median img/s over `repeats` timed runs of `batches` batches, after a warm-up."""
   for _ in range(20):
     sync(next(iterator))
@@ -67,17 +68,17 @@ def _run(args: argparse.Namespace, data_dir: str) -> None:
   print("|---|---|---|---|---|---|---|")
   for size in (28, 64):
     for flip in (False, True):
-      config = _config(size, data_dir, args.batch_size, flip)
+      config = mnist_config(size, data_dir, args.batch_size, flip)
       pipeline.load_images(config.data, config.data.split, 1)  # prepares the dataset once
-      host = _rate(pipeline.local_batches(config.data, batch_size=args.batch_size, seed=0),
+      host = images_per_second(pipeline.local_batches(config.data, batch_size=args.batch_size, seed=0),
                    args.batch_size, args.batches, args.repeats, sync=lambda b: b)
       device_it = pipeline.create_train_iterator(config, mesh)
-      device = _rate(device_it, args.batch_size, args.batches, args.repeats,
+      device = images_per_second(device_it, args.batch_size, args.batches, args.repeats,
                      sync=jax.block_until_ready)
       device_it.close()
       config.data.on_device = True
       with pipeline.create_train_iterator(config, mesh) as on_device_it:
-        on_device = _rate(on_device_it, args.batch_size, args.batches, args.repeats,
+        on_device = images_per_second(on_device_it, args.batch_size, args.batches, args.repeats,
                           sync=jax.block_until_ready)
       config.data.on_device = False
       resume0 = _first_batch_seconds(config, mesh, 0)

@@ -1,4 +1,4 @@
-"""Model quality on real MNIST: trains GAN/VAE variants for a fixed budget and scores their samples.
+"""Model quality on real MNIST: trains GAN/VAE/diffusion variants for a fixed budget and scores their samples.
 
     python benchmarks/quality.py --mnist_dir=../shared/data/mnist --steps=3000 \
         --variants=dcgan,hinge_sn,cgan --root=/tmp/quality [--write_results]
@@ -9,7 +9,8 @@ with `aigc_jax.train.train_and_evaluate` into ROOT/NAME (ROOT/NAME_seedS for eac
 other `--seeds` value S); a finished run is only re-scored, so the script can be
 re-run to add variants or seeds. Samples are scored
 against the full MNIST test split with the shipped LeNet digit classifier
-(`--features=digits`), at each `--truncations` psi: Frechet classifier distance (FCD: FID on its features),
+(`--features=digits`), at each `--truncations` psi (families with truncation) or at the diffusion
+sampler and step count of `--sampler`/`--sampling_steps`/`--guidance` (default: the config's): Frechet classifier distance (FCD: FID on its features),
 precision/recall (k=3), density/coverage (k=5), the fraction of samples it
 labels with confidence >= 0.9, the smallest and largest class share among the
 samples, and for conditional models the fraction classified as the class asked
@@ -64,6 +65,11 @@ VARIANTS = {
     "dcgan_2k_diffaug": ("dcgan_mnist", {**W32, "data.split": SUBSET, "gan.augment": "diffaugment"}),
     "dcgan_2k_ada": ("dcgan_mnist", {**W32, "data.split": SUBSET, "gan.augment": "ada"}),
     "vae": ("vae_mnist", {}),
+    "edm": ("edm_mnist", {}),
+    "edm_cond": ("edm_mnist_cond", {}),
+    "flow": ("edm_mnist", {"diffusion.objective": "flow"}),
+    "ddpm": ("edm_mnist", {"diffusion.objective": "ddpm", "diffusion.ddpm_schedule": "cosine",
+                           "diffusion.sampler": "ddim", "diffusion.steps": 50}),
     "w64": ("dcgan_mnist", W64),
     "w64_b128": ("dcgan_mnist", W64_B128),
     "w64_ttur": ("dcgan_mnist", {**W64, "train.learning_rate": 1e-4, "gan.d_learning_rate": 4e-4}),
@@ -100,7 +106,11 @@ flags.DEFINE_list("steps", ["3000"], "Training budgets per variant (batch size f
 flags.DEFINE_integer("num_samples", 10_000, "Generated images scored per variant.")
 flags.DEFINE_list("seeds", ["0"], "config.seed values to train each variant with (init, latents, "
                   "batch order); seed 0's run is kept as NAME, seed s's as NAME_seedS.")
-flags.DEFINE_list("truncations", ["1.0"], "Truncation psi values to score each variant at (1.0: none).")
+flags.DEFINE_list("truncations", ["1.0"], "Truncation psi values to score each variant at (1.0: none); "
+                  "families without truncation are scored once.")
+flags.DEFINE_string("sampler", None, "Diffusion variants: the sampler to score with (default: the config's).")
+flags.DEFINE_integer("sampling_steps", None, "Diffusion variants: sampler steps (default: the config's).")
+flags.DEFINE_float("guidance", None, "Conditional diffusion variants: guidance weight (default: the config's).")
 flags.DEFINE_string("root", "/tmp/aigc_quality", "Where the runs are kept.")
 flags.DEFINE_bool("write_results", False, "Replace the previous run's table at the top of RESULTS.md's "
                   "Model quality section.")
@@ -140,13 +150,14 @@ def class_scores(logits: np.ndarray, requested: np.ndarray | None, num_classes: 
 
 
 def score(config: ml_collections.ConfigDict, state, num_samples: int, cache_dir: str,
-          psi: float = 1.0, reference: pipeline.SetSummary | None = None) -> dict[str, float]:
-  """All quality numbers of a trained generator (latents truncated by `psi`) against the MNIST test split.
+          options: dict | None = None, reference: pipeline.SetSummary | None = None) -> dict[str, float]:
+  """All quality numbers of a trained generator (with the family's sampling `options`, e.g.
+  {"trunc": psi}) against the MNIST test split.
 
   The split's statistics are `reference` when given (`in_memory_reference`: no TensorFlow needed),
   else from the TFDS pipeline, cached in `cache_dir`."""
   extractor = features.get_extractor("digits")
-  generate_fn = generation.batch_generator(config, state, 500, {"trunc": psi})
+  generate_fn = generation.batch_generator(config, state, 500, options)
   fake, labels = pipeline.generated_summary(extractor, generate_fn, jax.random.key(1), num_samples,
                                             num_classes=config.model.num_classes)
   real = reference
@@ -238,12 +249,23 @@ def run_variant(name: str, seed: int, reference: pipeline.SetSummary | None) -> 
         f.write(f"{time.perf_counter() - start:.1f}")
     with open(timing) as f:
       total += float(f.read())
-    for psi in map(float, FLAGS.truncations):
-      label = run if psi == 1.0 else f"{run}, psi={psi:g}"
+    for label, options in _sampling(run, trainers.get_family(config)):
       rows.append({"name": label, "steps": steps, "train_s": total,
-                   **score(config, state, FLAGS.num_samples, FLAGS.root, psi, reference)})
+                   **score(config, state, FLAGS.num_samples, FLAGS.root, options, reference)})
       print(rows[-1], flush=True)
   return rows
+
+
+def _sampling(run: str, family: trainers.Family) -> list[tuple[str, dict]]:
+  """(row label, sampling options) to score a run at: each psi, or the diffusion sampler flags."""
+  taken = {o.name for o in family.sample_options}
+  if "trunc" in taken:
+    return [(run if psi == 1.0 else f"{run}, psi={psi:g}", {"trunc": psi})
+            for psi in map(float, FLAGS.truncations)]
+  given = {"sampler": FLAGS.sampler, "steps": FLAGS.sampling_steps, "guidance": FLAGS.guidance}
+  options = {k: v for k, v in given.items() if k in taken and v is not None}
+  label = ", ".join([run] + [f"{k}={v}" for k, v in options.items()])
+  return [(label, options)]
 
 
 COLUMNS = (("steps", "steps", "{:,}"), ("FCD", "fid", "{:.2f}"), ("precision", "precision", "{:.3f}"), ("recall", "recall", "{:.3f}"),

@@ -47,7 +47,8 @@ from aigc_jax import parallel, trainers
 from configs import dcgan_celeba64, dcgan_mnist, vae_cifar10, vae_mnist
 
 
-def _configs(compute_dtype: str, batch_size: int = 0) -> dict:
+def step_configs(compute_dtype: str, batch_size: int = 0) -> dict:
+  """The benchmarked configs by case name, at `compute_dtype` (and `batch_size` if non-zero)."""
   dcgan64 = dcgan_celeba64.get_config()
   dcgan64.train.batch_size = 64
   vae64 = vae_cifar10.get_config()
@@ -65,7 +66,8 @@ def _configs(compute_dtype: str, batch_size: int = 0) -> dict:
   return cases
 
 
-def _images(config) -> np.ndarray:
+def pseudo_images(config) -> np.ndarray:
+  """One batch of uniform [-1, 1] images at the config's size, seeded."""
   size, channels = config.data.image_size, config.data.channels
   rng = np.random.default_rng(0)
   return rng.uniform(-1, 1, (config.train.batch_size, size, size, channels)).astype(np.float32)
@@ -79,7 +81,7 @@ def _jax_runner(config):
   key = jax.random.key(0)
   state, sharding = trainers.init_sharded_state(config, mesh, key)
   step = trainers.compile_train_step(config, mesh, sharding)
-  images = _images(config)
+  images = pseudo_images(config)
   batch = parallel.host_to_global({"image": images, "label": np.zeros(len(images), np.int32)}, mesh)
   k = config.train.steps_per_dispatch
   batches = [batch] * k
@@ -153,7 +155,7 @@ def _torch_dcgan(config, place, amp):
   g_opt = torch.optim.Adam(g.parameters(), lr=config.train.learning_rate, betas=betas)
   d_opt = torch.optim.Adam(d.parameters(), lr=config.gan.d_learning_rate, betas=betas)
   loss = nn.BCEWithLogitsLoss()
-  real = place(torch.from_numpy(_images(config).transpose(0, 3, 1, 2).copy()))
+  real = place(torch.from_numpy(pseudo_images(config).transpose(0, 3, 1, 2).copy()))
   n = real.shape[0]
   ones, zeros = place(torch.ones(n)), place(torch.zeros(n))
   g_params = list(g.parameters())
@@ -183,7 +185,7 @@ def _torch_dcgan(config, place, amp):
     g_opt.step()
     if ema:
       with torch.no_grad():
-        torch._foreach_lerp_(ema, g_params, 1.0 - ema_beta)  # pylint: disable=protected-access
+        torch._foreach_lerp_(ema, g_params, 1.0 - ema_beta)
 
   return step, sum(p.numel() for p in (*g.parameters(), *d.parameters()))
 
@@ -207,7 +209,7 @@ def _torch_vae(config, place, amp):
   encoder, decoder = place(nn.Sequential(*enc)), place(nn.Sequential(*dec))
   params = [*encoder.parameters(), *decoder.parameters()]
   opt = torch.optim.Adam(params, lr=config.train.learning_rate, betas=(config.train.b1, config.train.b2))
-  images = place(torch.from_numpy(_images(config).transpose(0, 3, 1, 2).copy()))
+  images = place(torch.from_numpy(pseudo_images(config).transpose(0, 3, 1, 2).copy()))
   var = config.vae.decoder_std ** 2
 
   def step() -> None:
@@ -285,7 +287,7 @@ def _rss_child(framework: str, case: str, compute_dtype: str, batch_size: int) -
   """Prints peak RSS minus the RSS after imports (which TensorFlow and torch dominate)."""
   if framework == "torch":
     import torch  # pylint: disable=import-outside-toplevel,unused-import
-  config = _configs(compute_dtype, batch_size)[case]
+  config = step_configs(compute_dtype, batch_size)[case]
   baseline = _proc_status_mib("VmRSS")
   run = (_jax_runner if framework == "jax" else _torch_runner)(config)[0]
   run(3 * config.train.steps_per_dispatch)
@@ -317,9 +319,9 @@ def _input_rates(quick: bool) -> dict[int, float]:
   rates = {}
   with tempfile.TemporaryDirectory(prefix="aigc_jax_bench_") as data_dir:
     for size in (28, 64):
-      config = input_pipeline._config(size, data_dir, 64, False)  # pylint: disable=protected-access
+      config = input_pipeline.mnist_config(size, data_dir, 64, False)
       batches = pipeline.local_batches(config.data, batch_size=64, seed=0)
-      rates[size] = input_pipeline._rate(  # pylint: disable=protected-access
+      rates[size] = input_pipeline.images_per_second(
           batches, 64, 20 if quick else 100, 3, sync=lambda b: b)
   return rates
 
@@ -352,7 +354,7 @@ def main() -> None:
   # OpenMP threads collapse, so both frameworks get the CPUs this process may run on.
   torch.set_num_threads(len(os.sched_getaffinity(0)))
   gpu = jax.default_backend() == "gpu"
-  cases = _configs(args.compute_dtype, args.batch_size)
+  cases = step_configs(args.compute_dtype, args.batch_size)
   if args.quick:
     cases = {name: c for name, c in cases.items() if "28x28" in name}
     args.repeats, args.steps = min(args.repeats, 1), 2

@@ -32,7 +32,7 @@ def _record(pathname: str, level: int, msg: str, *args) -> logging.LogRecord:
     ("/work/aigc_jax/train.py", logging.INFO, "step %d", (5,), True),
 ])
 def test_library_info_and_expected_warnings_are_hidden_the_rest_shown(pathname, level, msg, args, shown):
-  assert errors._not_chatty_info(_record(pathname, level, msg, *args)) is shown
+  assert errors.shows_log_record(_record(pathname, level, msg, *args)) is shown
 
 
 @pytest.mark.parametrize("seed", [0, 7, errors.MAX_SEED])
@@ -89,15 +89,15 @@ def test_a_config_file_that_fails_is_one_line_naming_the_file_and_the_problem(tm
   with open(path, "w") as f:
     f.write(text)
   with pytest.raises(UserError) as e:
-    errors._load_config_file(_config_parser().parse, path)
+    errors.load_config_file(_config_parser().parse, path)
   assert str(e.value) == "--config: " + _CONFIG_FILES[text].replace("FILE", path)
 
 
 def test_a_missing_config_file_and_a_good_one(tmp_path):
   with pytest.raises(UserError, match=r"^--config: cannot load the config file: \[Errno 2\] No such file or "
                                       r"directory: '.*nope\.py'$"):
-    errors._load_config_file(_config_parser().parse, str(tmp_path / "nope.py"))
-  config = errors._load_config_file(_config_parser().parse, os.path.join(ROOT, "configs", "quickstart.py"))
+    errors.load_config_file(_config_parser().parse, str(tmp_path / "nope.py"))
+  config = errors.load_config_file(_config_parser().parse, os.path.join(ROOT, "configs", "quickstart.py"))
   assert config.data.dataset == "digits" and config.is_locked
 
 

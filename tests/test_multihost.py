@@ -41,7 +41,7 @@ def two_process_batches(config, mesh, *, start_step=0):
   return pipeline.MeshPrefetcher(batches, mesh, 2)
 
 data.create_train_iterator = two_process_batches
-train._define_flags()
+train.define_flags()
 run_main(train.main)
 """
 

@@ -46,6 +46,7 @@ def test_notebook_runs_on_cpu_with_small_settings(name, tmp_path, monkeypatch):
   from nbclient import NotebookClient
   monkeypatch.setenv("PYTHONPATH", ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
   monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "tfds"))  # prepared datasets stay in the test's folder
+  monkeypatch.delenv("XLA_FLAGS", raising=False)  # one CPU device, as a Colab CPU runtime has
   nb = _with_small_settings(nbformat.read(_path(name), as_version=4),
                             SMALL[name] + f"WORKDIR = {str(tmp_path / 'run')!r}\n")
   NotebookClient(nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()

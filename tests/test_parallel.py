@@ -41,19 +41,21 @@ def test_mesh_has_a_data_and_an_fsdp_axis_and_batches_split_over_every_device():
     parallel.create_mesh(fsdp_devices=3)
 
 
-def test_a_sharded_state_restores_onto_its_shardings_and_resumes_exactly(tmp_path):
-  state, _, step, keys, mesh = two_steps("gan", 2, 2)  # accumulated, sharded over pairs of devices
+@pytest.mark.parametrize("family", ["gan", "diffusion"])
+def test_a_sharded_state_restores_onto_its_shardings_and_resumes_exactly(tmp_path, family):
+  # Accumulated, sharded over pairs of devices (the diffusion run after its one compared step).
+  state, _, step, keys, mesh = two_steps(family, 2, 2, num_steps=1 if family == "diffusion" else 2)
   manager = checkpoints.create_manager(str(tmp_path))
   checkpoints.save(manager, 2, state, keys["step"])
   restored, _ = checkpoints.restore(manager, 2, state, keys["step"])
   manager.close()
   for got, live in zip(jax.tree.leaves(restored), jax.tree.leaves(state), strict=True):
     assert got.sharding == live.sharding
-  config = tiny_config("gan", 2, 2)
+  config = tiny_config(family, 2, 2)
   batch = [parallel.host_to_global(tiny_batch(config, 2), mesh)]
   resumed, _ = step(restored, batch, keys["step"])
   uninterrupted, _ = step(jax.tree.map(jnp.copy, state), batch, keys["step"])
-  assert int(resumed.step) == 3
+  assert int(resumed.step) == int(state.step) + 1
   for a, b in zip(jax.tree.leaves(jax.device_get(resumed)), jax.tree.leaves(jax.device_get(uninterrupted)),
                   strict=True):
     np.testing.assert_array_equal(a, b)

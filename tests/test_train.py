@@ -220,7 +220,7 @@ class Held:
 
 data.create_train_iterator = lambda config, mesh, *, start_step=0: Held(
     real(config, mesh, start_step=start_step), start_step)
-train._define_flags()
+train.define_flags()
 run_main(train.main)
 """
 

@@ -59,7 +59,7 @@ _AWAITED: set[str] = set()
 _REPORTED: set[str] = set()
 
 
-def _prepare_once(make: Callable[[], tfds.core.DatasetBuilder],
+def prepare_once(make: Callable[[], tfds.core.DatasetBuilder],
                   prepare: Callable[[tfds.core.DatasetBuilder], None]) -> tfds.core.DatasetBuilder:
   """`make()`'s builder after `prepare(builder)`; with several processes, process 0 prepares first.
 
@@ -90,13 +90,13 @@ def _prepare_once(make: Callable[[], tfds.core.DatasetBuilder],
   return builder
 
 
-def _builder(data_config: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
+def dataset_builder(data_config: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
   """Returns the prepared TFDS builder of `data_config.dataset`, preparing it on first use."""
   name, data_dir = data_config.dataset, data_config.data_dir
   if name == "image_folder":
     return _image_folder_builder(data_config)
   if name != "mnist_idx":
-    return _prepare_once(lambda: tfds.builder(name, data_dir=data_dir), _download)
+    return prepare_once(lambda: tfds.builder(name, data_dir=data_dir), _download)
   folder = data_config.manual_dir
   if folder is None:
     builder = tfds.builder(name, data_dir=data_dir)
@@ -106,7 +106,7 @@ def _builder(data_config: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder
     return builder
   config = mnist_idx.folder_config(folder)
   download_config = tfds.download.DownloadConfig(manual_dir=folder)
-  return _prepare_once(lambda: tfds.builder(name, config=config, data_dir=data_dir),
+  return prepare_once(lambda: tfds.builder(name, config=config, data_dir=data_dir),
                        lambda b: b.download_and_prepare(download_config=download_config))
 
 
@@ -120,7 +120,7 @@ def _image_folder_builder(data_config: ml_collections.ConfigDict) -> tfds.core.D
   if recorded and recorded != config.class_names:
     raise UserError(f"config.data.folder={data_config.folder!r} now has the classes "
                     f"{', '.join(config.class_names)}; the run was trained with {', '.join(recorded)}")
-  builder = _prepare_once(lambda: tfds.builder("image_folder", config=config, data_dir=data_config.data_dir),
+  builder = prepare_once(lambda: tfds.builder("image_folder", config=config, data_dir=data_config.data_dir),
                           lambda b: b.download_and_prepare())
   path = os.fspath(builder.data_path)
   report = image_folder.check_left_out(builder, data_config.skip_bad_images)
@@ -171,7 +171,8 @@ def _load_split(builder: tfds.core.DatasetBuilder, split) -> tuple[np.ndarray, n
   return tfds.as_numpy(data["image"]), tfds.as_numpy(_labels(data))
 
 
-def _fits_in_memory(builder: tfds.core.DatasetBuilder, split: str, max_bytes: int) -> bool:
+def fits_in_memory(builder: tfds.core.DatasetBuilder, split: str, max_bytes: int) -> bool:
+  """Whether `split` of `builder` decodes to at most `max_bytes` of uint8 pixels (fixed-shape images only)."""
   shape = builder.info.features["image"].shape
   if any(d is None for d in shape):
     return False
@@ -259,13 +260,13 @@ def local_batches(data_config: ml_collections.ConfigDict, *, batch_size: int, se
     from aigc_jax.data.synthetic import synthetic_batches
     return synthetic_batches(data_config, batch_size=batch_size, seed=seed, start_step=start_step,
                              process_index=process_index)
-  builder = _builder(data_config)
+  builder = dataset_builder(data_config)
   split = tfds.split_for_jax_process(data_config.split, process_index=process_index,
                                      process_count=process_count)
   _num_examples(builder, data_config.split)
   kwargs = dict(batch_size=batch_size, seed=seed, start_step=start_step,
                 process_index=process_index, process_count=process_count)
-  if _fits_in_memory(builder, split, max_in_memory_bytes):
+  if fits_in_memory(builder, split, max_in_memory_bytes):
     images, labels = _load_split(builder, split)
     ds = _in_memory_dataset(images, labels, data_config, **kwargs)
   else:
@@ -389,16 +390,17 @@ class DeviceBatches:
     self.close()
 
 
-def _device_batches(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, start_step: int,
+def device_batches(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, start_step: int,
                     max_bytes: int = _MAX_IN_MEMORY_BYTES) -> DeviceBatches:
+  """The whole split preprocessed once and put on the devices (`data.on_device`); UserError if it does not fit."""
   data_config = config.data
   if jax.process_count() > 1:
     raise UserError(f"data.on_device=True supports single-process runs; this run has "
                     f"{jax.process_count()} processes: use data.on_device=False")
-  builder = _builder(data_config)
+  builder = dataset_builder(data_config)
   n = _num_examples(builder, data_config.split)
   where = f"data.on_device=True: split {data_config.split!r} of {builder.name!r}"
-  if not _fits_in_memory(builder, data_config.split, max_bytes):
+  if not fits_in_memory(builder, data_config.split, max_bytes):
     raise UserError(f"{where} is too big to decode into memory; use data.on_device=False")
   size = n * data_config.image_size ** 2 * data_config.channels * 4
   if size > max_bytes:
@@ -417,7 +419,7 @@ def create_train_iterator(config: ml_collections.ConfigDict, mesh: jax.sharding.
                           start_step: int = 0) -> MeshPrefetcher | DeviceBatches:
   """Global training batches split over every device of the mesh, from `start_step` on."""
   if config.data.on_device:
-    return _device_batches(config, mesh, start_step)
+    return device_batches(config, mesh, start_step)
   process_count = jax.process_count()
   if config.train.batch_size % process_count:
     raise UserError(f"config.train.batch_size={config.train.batch_size} is not valid: it must be "
@@ -436,7 +438,7 @@ def load_examples(data_config: ml_collections.ConfigDict, split: str,
     batch = next(iter(synthetic_batches(data_config, batch_size=num, seed=0, start_step=0,
                                         process_index=0)))
     return np.asarray(batch["image"], np.float32), np.asarray(batch["label"], np.int32)
-  builder = _builder(data_config)
+  builder = dataset_builder(data_config)
   available = _num_examples(builder, split)
   if not 0 < num <= available:
     raise UserError(f"cannot take {num} images from split {split!r} of {builder.name!r}: "
@@ -463,7 +465,7 @@ def reference_batches(data_config: ml_collections.ConfigDict, split: str, num: i
       raise UserError("data.dataset='synthetic' is an endless stream; state the number of reference images")
     yield load_images(data_config, split, num)
     return
-  builder = _builder(data_config)
+  builder = dataset_builder(data_config)
   available = _num_examples(builder, split)
   num = available if num is None else num
   if not 0 < num <= available:
@@ -482,7 +484,7 @@ def split_digest(data_config: ml_collections.ConfigDict, split: str) -> str:
   """
   if data_config.dataset == "synthetic":
     raise UserError("data.dataset='synthetic' has no prepared files")
-  builder = _builder(data_config)
+  builder = dataset_builder(data_config)
   _num_examples(builder, split)  # one line for an unknown split
   h = hashlib.sha256(f"{builder.info.full_name}|{split}|{data_config.image_size}|{data_config.channels}".encode())
   for instruction in builder.info.splits[split].file_instructions:
@@ -497,4 +499,4 @@ def dataset_size(data_config: ml_collections.ConfigDict, split: str) -> int:
   """Number of examples in `split` of the configured dataset."""
   if data_config.dataset == "synthetic":
     raise UserError("data.dataset='synthetic' is an endless stream; it has no split size")
-  return _num_examples(_builder(data_config), split)
+  return _num_examples(dataset_builder(data_config), split)

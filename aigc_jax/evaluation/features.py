@@ -16,6 +16,7 @@ import io
 import os
 from typing import Any, Callable
 
+from flax import traverse_util
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -68,8 +69,7 @@ def _gram_sum(maps: jax.Array, valid: jax.Array) -> jax.Array:
 
 def save_lenet_params(path: str, params: Any) -> None:
   """Writes LeNet params as a flat .npz ("conv1/kernel", ...), atomically."""
-  flat = {"/".join(p.key for p in path_): np.asarray(leaf)
-          for path_, leaf in jax.tree_util.tree_flatten_with_path(params)[0]}
+  flat = {name: np.asarray(leaf) for name, leaf in traverse_util.flatten_dict(params, sep="/").items()}
   buf = io.BytesIO()
   np.savez(buf, **flat)
   images_lib.write_bytes_atomic(path, buf.getvalue())
@@ -81,14 +81,14 @@ def load_lenet_params(path: str = DIGITS_WEIGHTS) -> dict:
     raise UserError(f"digit classifier weights {path!r} not found; train them with "
                     "configs/classifier_mnist.py (see aigc_jax/weights/lenet_mnist.md)")
   with np.load(path) as data:
-    return inception.unflatten_variables({k: data[k] for k in data.files})
+    return traverse_util.unflatten_dict({k: data[k] for k in data.files}, sep="/")
 
 
 def digits_extractor(params: Any | None = None, batch_size: int = 1000) -> Extractor:
   """The LeNet extractor (shipped weights unless `params` are given); any digit size works."""
   params = load_lenet_params() if params is None else params
   model = LeNet(num_classes=params["fc2"]["kernel"].shape[-1])
-  digest = weights_digest(inception.flatten_variables(params))
+  digest = weights_digest(traverse_util.flatten_dict(params, sep="/"))
 
   @jax.jit
   def apply(images, valid):
@@ -106,7 +106,7 @@ def inception_extractor(path: str = INCEPTION_WEIGHTS, batch_size: int = 50, res
   if resize not in inception.RESIZE_MODES:
     raise UserError(f"--resize={resize!r}: choose one of {', '.join(inception.RESIZE_MODES)}")
   variables = inception.load_variables(path)
-  digest = weights_digest(inception.flatten_variables(variables))
+  digest = weights_digest(traverse_util.flatten_dict(variables, sep="/"))
   model = inception.InceptionV3FID(resize_to, resize)
 
   @functools.partial(jax.jit, compiler_options=parallel.compiler_options(jax.default_backend()))

@@ -13,6 +13,7 @@ import functools
 import os
 from typing import Sequence
 
+from flax import traverse_util
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -216,30 +217,10 @@ class InceptionV3FID(nn.Module):
     return {"pool": pool, "logits": logits, "mixed_6e": mixed_6e}
 
 
-def flatten_variables(variables) -> dict[str, np.ndarray]:
-  """{"params/Mixed_5b/branch1x1/conv/kernel": leaf, ...} from a nested variables dict."""
-  flat = {}
-  for path, leaf in jax.tree_util.tree_flatten_with_path(variables)[0]:
-    flat["/".join(p.key for p in path)] = leaf
-  return flat
-
-
-def unflatten_variables(flat: dict[str, np.ndarray]) -> dict:
-  """Inverse of `flatten_variables`."""
-  tree: dict = {}
-  for name, value in flat.items():
-    *parents, leaf = name.split("/")
-    node = tree
-    for p in parents:
-      node = node.setdefault(p, {})
-    node[leaf] = value
-  return tree
-
-
 @functools.lru_cache(maxsize=1)
 def _expected_shapes() -> tuple[tuple[str, tuple[int, ...]], ...]:
   abstract = jax.eval_shape(lambda: InceptionV3FID(75).init(jax.random.key(0), jnp.zeros((1, 75, 75, 3))))
-  return tuple((k, tuple(v.shape)) for k, v in flatten_variables(abstract).items())
+  return tuple((k, tuple(v.shape)) for k, v in traverse_util.flatten_dict(abstract, sep="/").items())
 
 
 def expected_shapes() -> dict[str, tuple[int, ...]]:
@@ -268,4 +249,4 @@ def load_variables(path: str) -> dict:
   with np.load(path) as data:
     flat = {k: data[k] for k in data.files}
   check_variables(flat)
-  return unflatten_variables(flat)
+  return traverse_util.unflatten_dict(flat, sep="/")

@@ -189,7 +189,8 @@ def format_table(result: dict) -> str:
     samples += f" x {len(result['seeds'])} seeds"
   resize = f" ({result['resize']} resize)" if result.get("resize") else ""
   size = f" ({result['reference_size']} images)" if result.get("reference_size") else ""
+  sampling = " ".join(f"{name}={value}" for name, value in result.get("sampling", {}).items())
   header = [result.get("model"), f"step {result['step']}" if "step" in result else None,
-            result.get("fake_dir"), samples, f"{result['features']} features{resize}",
+            result.get("fake_dir"), samples, sampling, f"{result['features']} features{resize}",
             f"reference {result['reference']}{size}"]
   return "\n".join([", ".join(h for h in header if h)] + [f"  {name:<{width}}  {value}" for name, value in rows])

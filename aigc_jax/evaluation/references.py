@@ -77,7 +77,8 @@ def parse(reference: str | None, data_config: ml_collections.ConfigDict,
   return Reference("dataset", f"{config.dataset}:{config.split}", data_config=config)
 
 
-def _cache_name(extractor: features_lib.Extractor, label: str, num: int | None, content_digest: str) -> str:
+def cache_name(extractor: features_lib.Extractor, label: str, num: int | None, content_digest: str) -> str:
+  """The reference cache's file name for these contents, extractor and sample count."""
   key = hashlib.sha256(f"{content_digest}|{extractor.fingerprint}|{num}".encode()).hexdigest()[:16]
   name = f"{extractor.name}_{label}_{'all' if num is None else num}_{key}"
   return "reference_" + re.sub(r"[^A-Za-z0-9_.-]+", "-", name) + ".npz"
@@ -154,7 +155,7 @@ def reference_summary(extractor: features_lib.Extractor, data_config: ml_collect
                                                         "image_size", "channels")])
     else:
       digest = data.split_digest(data_config, split)
-    return _cache_name(extractor, f"{data_config.dataset}_{split}_{data_config.image_size}px", num, digest)
+    return cache_name(extractor, f"{data_config.dataset}_{split}_{data_config.image_size}px", num, digest)
 
   def compute() -> SetSummary:
     from aigc_jax import data
@@ -179,7 +180,7 @@ def folder_summary(extractor: features_lib.Extractor, folder: str, num: int | No
 
   def describe() -> str:
     label = "folder_" + os.path.basename(os.path.normpath(folder))
-    return _cache_name(extractor, label, num, image_folder.files_digest(paths, folder))
+    return cache_name(extractor, label, num, image_folder.files_digest(paths, folder))
 
   def compute() -> SetSummary:
     batches = image_folder.image_batches(paths, extractor.channels)

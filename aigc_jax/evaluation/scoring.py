@@ -86,6 +86,7 @@ def evaluate_model(config: ml_collections.ConfigDict, state: Any, *, num_samples
   if bar:
     bar.close()
   return {"features": extractor.name, "num_samples": num_samples, "reference": ref.label,
+          "sampling": trainers.get_family(config).settings(config, options),
           **pipeline.reference_fields(extractor, real), **scores}
 
 

@@ -213,18 +213,26 @@ def _alpha_bars(config: ml_collections.ConfigDict) -> np.ndarray:
   return objectives.ddpm_alpha_bars(objectives.ddpm_betas(d.ddpm_schedule, d.ddpm_timesteps))
 
 
-def objective_loss(config: ml_collections.ConfigDict, net: objectives.Net, key: jax.Array,
-                   images: jax.Array, labels: jax.Array | None) -> jax.Array:
-  """The configured objective's per-image loss, with noise levels and noise drawn from `key`."""
+def training_inputs(config: ml_collections.ConfigDict, key: jax.Array,
+                    images: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """The configured objective's per-image noise level (sigma, or time t) and noise, from `key`."""
   d = config.diffusion
   if d.objective == "edm":
-    sigma, noise = objectives.edm_training_inputs(key, images, d.p_mean, d.p_std)
-    return objectives.edm_loss(net, images, labels, sigma, noise, d.sigma_data)
+    return objectives.edm_training_inputs(key, images, d.p_mean, d.p_std)
   if d.objective == "flow":
-    t, noise = objectives.flow_training_inputs(key, images)
-    return objectives.flow_loss(net, images, labels, t, noise)
-  t, noise = objectives.ddpm_training_inputs(key, images, d.ddpm_timesteps)
-  return objectives.ddpm_loss(net, images, labels, t, noise, _alpha_bars(config))
+    return objectives.flow_training_inputs(key, images)
+  return objectives.ddpm_training_inputs(key, images, d.ddpm_timesteps)
+
+
+def objective_loss(config: ml_collections.ConfigDict, net: objectives.Net, images: jax.Array,
+                   labels: jax.Array | None, level: jax.Array, noise: jax.Array) -> jax.Array:
+  """The configured objective's per-image loss at noise levels `level` with `noise`."""
+  d = config.diffusion
+  if d.objective == "edm":
+    return objectives.edm_loss(net, images, labels, level, noise, d.sigma_data)
+  if d.objective == "flow":
+    return objectives.flow_loss(net, images, labels, level, noise)
+  return objectives.ddpm_loss(net, images, labels, level, noise, _alpha_bars(config))
 
 
 def make_train_step(config: ml_collections.ConfigDict) -> Callable:
@@ -237,7 +245,9 @@ def make_train_step(config: ml_collections.ConfigDict) -> Callable:
 
   def train_step(state: DiffusionState, batch: dict, key: jax.Array) -> tuple[DiffusionState, dict]:
     images = batch["image"]
-    loss_key, label_key = jax.random.split(key)
+    input_key, label_key, dropout_key = jax.random.split(key, 3)
+    # Drawn for the whole batch, so micro-batches (train.grad_accum_steps) train on the same draws.
+    level, noise = training_inputs(config, input_key, images)
     labels = None
     if num_classes:
       labels = batch["label"]
@@ -245,16 +255,17 @@ def make_train_step(config: ml_collections.ConfigDict) -> Callable:
         labels = guidance.drop_labels(label_key, labels, d.label_dropout, num_classes)
 
     def loss_fn(params, micro, micro_key):
-      noise_key, dropout_key = jax.random.split(micro_key)
       net = lambda x, noise_labels, class_labels: network.apply(
           {"params": params}, x, noise_labels, class_labels, train=True,
-          rngs={"dropout": dropout_key})
-      return jnp.mean(objective_loss(config, net, noise_key, micro["image"], micro["label"])), {}
+          rngs={"dropout": micro_key})
+      return jnp.mean(objective_loss(config, net, micro["image"], micro["label"], micro["level"],
+                                     micro["noise"])), {}
 
-    # train.grad_accum_steps micro-batches share one update (common.accumulate_gradients).
+    # train.grad_accum_steps micro-batches share one update (common.accumulate_gradients); each
+    # draws its own dropout masks.
     (loss, _), grads = common.accumulate_gradients(
-        loss_fn, state.params, {"image": images, "label": labels}, config.train.grad_accum_steps,
-        key=loss_key)
+        loss_fn, state.params, {"image": images, "label": labels, "level": level, "noise": noise},
+        config.train.grad_accum_steps, key=dropout_key)
     updates, opt_state = opt.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     ema_params = state.ema_params
@@ -381,5 +392,6 @@ def with_sampling_fields(config: ml_collections.ConfigDict, state: DiffusionStat
 FAMILY = Family(
     name="diffusion", model_names=MODEL_NAMES, section="diffusion", defaults=defaults,
     validate=validate, init_state=init_state, make_train_step=make_train_step, noise=noise,
-    generate=generate, sample_options=SAMPLE_OPTIONS, trajectory=trajectory,
+    generate=generate, sample_options=SAMPLE_OPTIONS, sample_settings=sample_settings,
+    trajectory=trajectory,
     sampling_fields=sampling_fields, with_sampling_fields=with_sampling_fields)

@@ -12,6 +12,8 @@ fields left `None` when a family lacks them; callers discover them with `family.
 - `trajectory`: the same sampling, returning `frames` intermediate images.
 - `encode`: images -> noise (posterior means), which `generate` decodes back (reconstruction).
 - `classify`: images -> class logits (held-out accuracy while training).
+- `sample_settings(config, options)`: every sampling setting in effect (the options given, the rest
+  from the config), recorded beside scores; without it, the options over their defaults.
 - shipped models: `sampling_fields` picks the state fields sampling needs; `with_sampling_fields`
   puts them back into a freshly initialised state.
 """
@@ -58,6 +60,7 @@ class Family:
   generate: Callable[[Config, Any, jax.Array, jax.Array | None, jax.Array, Mapping[str, Any]],
                      jax.Array] | None = None
   sample_options: tuple[SampleOption, ...] = ()
+  sample_settings: Callable[[Config, Mapping[str, Any]], dict] | None = None
   trajectory: Callable[..., jax.Array] | None = None
   encode: Callable[[Config, Any, jax.Array, jax.Array | None], jax.Array] | None = None
   classify: Callable[[Config, Any, jax.Array], jax.Array] | None = None
@@ -67,6 +70,14 @@ class Family:
   def can(self, capability: str) -> bool:
     """Whether the family offers `capability` (one of CAPABILITIES)."""
     return getattr(self, capability) is not None
+
+  def settings(self, config: Config, options: Mapping[str, Any] | None = None) -> dict:
+    """Every sampling setting `options` leave in effect, for the record beside a score."""
+    options = {k: v for k, v in (options or {}).items() if v is not None}
+    self.check_options(options)
+    if self.sample_settings is not None:
+      return self.sample_settings(config, options)
+    return {**{o.name: o.default for o in self.sample_options}, **options}
 
   def check_options(self, options: Mapping[str, Any]) -> None:
     """UserError for a sampling option this family does not take."""

@@ -169,7 +169,7 @@ def test_batches_resume_exactly_split_over_processes_and_fit_on_device(photos, d
   seen = [{next(h)["image"].tobytes() for _ in range(4)} for h in halves]
   assert len(seen[0]) == len(seen[1]) == 4 and not seen[0] & seen[1]
   # Stored at one fixed shape, the split takes the in-memory path that data.on_device gathers from.
-  assert pipeline._fits_in_memory(pipeline._builder(data_config), "train", 1 << 20)
+  assert pipeline.fits_in_memory(pipeline.dataset_builder(data_config), "train", 1 << 20)
 
 
 def test_photos_are_centre_cropped_and_shrunk_and_a_changed_folder_is_prepared_anew(tmp_path, data_dir):

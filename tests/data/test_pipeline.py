@@ -234,10 +234,10 @@ def test_on_device_user_errors(data_dir, monkeypatch):
   config.train.batch_size = 8
   mesh = parallel.create_mesh()
   with pytest.raises(UserError, match="split 'train' of 'digits' is too big to decode into memory"):
-    pipeline._device_batches(config, mesh, 0, max_bytes=1 << 10)
+    pipeline.device_batches(config, mesh, 0, max_bytes=1 << 10)
   # 1,797 digits as 16x16 float32 take 1.8 MiB: decodable, but over a 1 MiB limit.
   with pytest.raises(UserError, match="needs 1.8 MiB on each device, over the 1.0 MiB limit"):
-    pipeline._device_batches(config, mesh, 0, max_bytes=1 << 20)
+    pipeline.device_batches(config, mesh, 0, max_bytes=1 << 20)
   monkeypatch.setattr(jax, "process_count", lambda: 2)
   with pytest.raises(UserError, match="single-process runs; this run has 2 processes"):
     pipeline.create_train_iterator(config, mesh)
@@ -274,13 +274,13 @@ def test_with_several_processes_process_0_prepares_first_and_the_others_wait(mon
   if process_0_fails:
     message = "the download failed" if process == 0 else "process 0 could not prepare dataset 'fake'"
     with pytest.raises(UserError, match=message):
-      pipeline._prepare_once(make, prepare)
+      pipeline.prepare_once(make, prepare)
     assert events == (["make", "prepare", ("broadcast", 0)] if process == 0 else ["make", ("broadcast", 1)])
     return
-  assert isinstance(pipeline._prepare_once(make, prepare), _FakeBuilder)
+  assert isinstance(pipeline.prepare_once(make, prepare), _FakeBuilder)
   # Process 1 never prepares before process 0 is done; both then open what it wrote.
   first = ["make", "prepare", ("broadcast", 1)] if process == 0 else ["make", ("broadcast", 1)]
   assert events == first + ["make", "prepare"]
   events.clear()
-  pipeline._prepare_once(make, prepare)  # the same dataset again: no second wait
+  pipeline.prepare_once(make, prepare)  # the same dataset again: no second wait
   assert events == ["make", "prepare"]

@@ -48,7 +48,8 @@ def test_evaluate_run_writes_metrics_json(run_dir, tmp_path):
   with np.load(stats) as f:
     assert f["mu"].shape == (128,) and f["sigma"].shape == (128, 128)
   table = scoring.format_table(result)
-  assert "fid" in table and "150 samples x 2 seeds" in table and "(1797 images)" in table
+  assert result["sampling"] == {"trunc": 1.0}
+  assert "fid" in table and "150 samples x 2 seeds, trunc=1.0" in table and "(1797 images)" in table
   with pytest.raises(UserError, match="cannot take 5000 images"):
     scoring.evaluate_run(workdir, num_samples=150, extractor="digits", reference_size=5000, progress=False)
   with pytest.raises(UserError, match="--batch_size=0: need at least 1"):

@@ -4,6 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import traverse_util
 from PIL import Image
 
 from aigc_jax import images
@@ -197,7 +198,7 @@ def test_converter_round_trips_a_synthetic_state_dict(tmp_path, zipfile, flat_va
       np.testing.assert_array_equal(converted[name], value, err_msg=name)
 
   # The first block with converted weights equals PyTorch's conv -> batch norm -> ReLU.
-  variables = inception.unflatten_variables(flat)  # equal to the converted file, checked above
+  variables = traverse_util.unflatten_dict(flat, sep="/")  # equal to the converted file, checked above
   block = {c: variables[c]["Conv2d_1a_3x3"] for c in ("params", "batch_stats")}
   x = np.random.default_rng(2).normal(size=(1, 9, 9, 3)).astype(np.float32)
   got = inception.BasicConv(32, (3, 3), strides=2).apply(block, jnp.asarray(x))

@@ -123,9 +123,9 @@ def test_cache_key_names_the_extractor_weights_and_count(digits_uint8, extractor
   other_weights = features.load_lenet_params()
   other_weights["fc1"]["bias"] = other_weights["fc1"]["bias"] + 1e-3
   other = features.digits_extractor(other_weights)
-  names = {references._cache_name(ex, "label", n, "digest") for ex in (extractor, other) for n in (None, 5)}
+  names = {references.cache_name(ex, "label", n, "digest") for ex in (extractor, other) for n in (None, 5)}
   assert len(names) == 4
-  assert references._cache_name(extractor, "label", 5, "other digest") not in names
+  assert references.cache_name(extractor, "label", 5, "other digest") not in names
 
 
 class _Processes:

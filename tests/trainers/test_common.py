@@ -1,5 +1,5 @@
 """Gradient accumulation: the micro-batch layout, `accumulate_gradients` against a closed form, and
-the VAE's and GAN's accumulated steps against their plain steps on 8 devices."""
+the VAE's, GAN's and diffusion model's accumulated steps against their plain steps on 8 devices."""
 
 import functools
 
@@ -10,6 +10,7 @@ import pytest
 
 from aigc_jax import config as config_lib, parallel, trainers
 from aigc_jax.trainers import common
+from tests.trainers import test_diffusion
 from tests.trainers.test_gan import assert_trees_close, tiny_batch, tiny_gan_config
 
 
@@ -61,13 +62,16 @@ def assert_sharded_over_fsdp(state, fsdp):
 
 
 def tiny_config(family: str, grad_accum_steps: int = 1, fsdp_devices: int = 1):
-  """A tiny VAE, or a GAN with every source of randomness a step has, at 8 px, batch 32."""
-  config = tiny_gan_config()
+  """A tiny VAE, diffusion U-Net, or a GAN with every source of randomness a step has, at 8 px,
+  batch 32."""
+  config = test_diffusion.tiny_config() if family == "diffusion" else tiny_gan_config()
   config.train.batch_size = 32  # 4 per device: 2 or 4 micro-batches of every device's examples
   config.train.grad_accum_steps = grad_accum_steps
   config.train.fsdp_devices, config.train.fsdp_min_kib = fsdp_devices, 0
   if family == "vae":
     config.model.family, config.model.name = "vae", "conv_vae"
+  elif family == "diffusion":
+    config.diffusion.dropout = 0.0  # dropout masks are drawn per micro-batch; the rest for the batch
   else:
     # Batch norm couples the examples of a (micro-)batch; G has it too unless model.g_norm says not.
     config.model.d_norm = config.model.g_norm = "none"
@@ -79,15 +83,16 @@ def tiny_config(family: str, grad_accum_steps: int = 1, fsdp_devices: int = 1):
 
 
 @functools.cache
-def two_steps(family: str, grad_accum_steps: int = 1, fsdp_devices: int = 1):
-  """(state, host metrics, compiled step, base keys, mesh) after two steps on all 8 devices, each
-  run done once (the plain runs are every comparison's reference; don't donate the state)."""
+def two_steps(family: str, grad_accum_steps: int = 1, fsdp_devices: int = 1, num_steps: int = 2):
+  """(state, host metrics, compiled step, base keys, mesh) after `num_steps` steps on all 8
+  devices, each run done once (the plain runs are every comparison's reference; don't donate
+  the state)."""
   config = tiny_config(family, grad_accum_steps, fsdp_devices)
   mesh = parallel.create_mesh(fsdp_devices=fsdp_devices)
   keys = trainers.base_keys(config.seed)
   state, sharding = trainers.init_sharded_state(config, mesh, keys["init"])
   step = trainers.compile_train_step(config, mesh, sharding)
-  for i in range(2):
+  for i in range(num_steps):
     state, metrics = step(state, [parallel.host_to_global(tiny_batch(config, i), mesh)], keys["step"])
   return state, jax.device_get(metrics), step, keys, mesh
 
@@ -113,5 +118,18 @@ def test_accumulated_gan_step_on_sharded_parameters_equals_the_plain_replicated_
   for param, mu in zip(jax.tree.leaves(state.g_params), jax.tree.leaves(state.g_opt_state[0].mu)):
     assert mu.sharding == param.sharding
   assert int(state.step) == 2
+  assert_trees_close(jax.device_get(state), jax.device_get(plain_state), rtol=1e-5)
+  assert_trees_close(metrics, plain_metrics, rtol=1e-5)
+
+
+def test_accumulated_diffusion_step_on_sharded_parameters_equals_the_plain_replicated_step():
+  """Noise levels, noise and label dropout are drawn for the whole batch, so two micro-batches
+  and parameters sharded over pairs of devices change nothing; the EMA follows. One step: the
+  U-Net's output layer starts at zero, so in a second step the layers below it get gradients
+  near float rounding, whose signs Adam's first updates (about lr * sign) would compare."""
+  state, metrics, *_ = two_steps("diffusion", 2, 2, num_steps=1)
+  plain_state, plain_metrics, *_ = two_steps("diffusion", num_steps=1)
+  assert_sharded_over_fsdp(state, 2)
+  assert int(state.step) == 1
   assert_trees_close(jax.device_get(state), jax.device_get(plain_state), rtol=1e-5)
   assert_trees_close(metrics, plain_metrics, rtol=1e-5)

@@ -70,6 +70,9 @@ def test_the_family_describes_itself():
   config.diffusion = diffusion.defaults()
   config.model.family, config.model.name = "diffusion", "unet"
   diffusion.validate(config)  # the defaults work on the base config
+  # The settings recorded beside a score: those given, the rest from the config.
+  assert diffusion.FAMILY.settings(tiny_config(), {"steps": 7, "guidance": None}) == {
+      "sampler": "heun", "steps": 7, "guidance": 1.0}
 
 
 @pytest.mark.parametrize("key, value, message", [
@@ -239,10 +242,13 @@ def test_objective_loss_is_the_configured_objective(objective):
     else:
       t, noise = objectives.ddpm_training_inputs(key, images, 1000)
       expected = objectives.ddpm_loss(net, images, None, t, noise, alpha_bars)
-    return diffusion.objective_loss(config, net, key, images, None), expected
+    level, drawn = diffusion.training_inputs(config, key, images)
+    return diffusion.objective_loss(config, net, images, None, level, drawn), expected, (level, drawn), (t, noise)
 
-  got, expected = both(jax.random.key(3))
+  got, expected, draws, expected_draws = both(jax.random.key(3))
   np.testing.assert_allclose(got, expected, rtol=1e-6)
+  for a, b in zip(draws, expected_draws):
+    np.testing.assert_array_equal(a, b)
 
 
 @pytest.mark.parametrize("objective, sampler", [("flow", "euler"), ("ddpm", "ancestral")])

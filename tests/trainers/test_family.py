@@ -147,6 +147,7 @@ def test_family_is_evaluated_and_shipped_like_the_others(constant_run, tmp_path)
   with open(os.path.join(constant_run, "metrics.json")) as f:
     assert json.load(f) == result
   assert np.isfinite(result["metrics"]["fid"]) and result["metrics"]["fid"] > 0
+  assert result["sampling"] == {"brightness": 1.0}  # the option's default, recorded
   # One image, jittered: little diversity next to the reference set.
   assert result["metrics"]["recall"] < 0.5
 
