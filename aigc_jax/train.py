@@ -85,8 +85,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Any:
 
   On SIGTERM it saves at the next dispatch boundary and returns that state, short of num_steps.
   """
-  from aigc_jax import data  # TensorFlow loads once the config is good: bad input fails in seconds.
   config_lib.validate(config, jax.device_count())
+  from aigc_jax import data  # TensorFlow loads once the config is good: bad input fails in seconds.
   if config.data.dataset != "synthetic":
     data.dataset_size(config.data, config.data.split)  # missing data fails before the workdir is touched
   manager = checkpoints.create_manager(workdir, config)

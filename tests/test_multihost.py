@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from aigc_jax import runs
+from tests.conftest import QUICK_COMPILE_FLAGS
 from tests.test_train import ROOT, TINY
 
 STEPS = {**TINY, "train.log_every": 2, "train.checkpoint_every": 4, "train.sample_every": 4,
@@ -53,7 +54,7 @@ def _flags(workdir, num_steps):
 
 def _start(args, devices):
   env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHON": sys.executable,
-         "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
+         "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices} {QUICK_COMPILE_FLAGS}",
          "DEVICES_PER_PROCESS": str(devices)}
   # A session of its own, so a timeout can kill the launcher and every process it started.
   return subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -101,6 +102,7 @@ def _kill_after_checkpoint(proc, workdir, step):
   assert os.path.isdir(path), f"no checkpoint {step} after {TIMEOUT_S} s"
 
 
+@pytest.mark.slow
 def test_two_processes_match_one_and_resume_after_being_killed(tmp_path):
   multi, single = str(tmp_path / "multi"), str(tmp_path / "single")
   reference = _start([sys.executable, "-c", REFERENCE, "--nodistributed", *_flags(single, LAST)],

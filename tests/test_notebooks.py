@@ -10,6 +10,7 @@ import os
 import nbformat
 import pytest
 
+from tests.conftest import QUICK_COMPILE_FLAGS
 from tests.test_train import ROOT
 
 SMALL = {
@@ -41,12 +42,14 @@ def test_notebook_is_stored_without_outputs_and_opens_in_colab(name):
   assert "pip" in "".join(code[0]["source"])
 
 
-@pytest.mark.parametrize("name", sorted(SMALL))
+# The quickstart runs in the default suite; the others with the slow checks (pytest -m slow).
+@pytest.mark.parametrize("name", [n if n == "quickstart" else pytest.param(n, marks=pytest.mark.slow)
+                                  for n in sorted(SMALL)])
 def test_notebook_runs_on_cpu_with_small_settings(name, tmp_path, monkeypatch):
   from nbclient import NotebookClient
   monkeypatch.setenv("PYTHONPATH", ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
   monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "tfds"))  # prepared datasets stay in the test's folder
-  monkeypatch.delenv("XLA_FLAGS", raising=False)  # one CPU device, as a Colab CPU runtime has
+  monkeypatch.setenv("XLA_FLAGS", QUICK_COMPILE_FLAGS)  # one CPU device, as a Colab CPU runtime has
   nb = _with_small_settings(nbformat.read(_path(name), as_version=4),
                             SMALL[name] + f"WORKDIR = {str(tmp_path / 'run')!r}\n")
   NotebookClient(nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()

@@ -14,6 +14,7 @@ from aigc_jax import images
 from aigc_jax.config import base_config
 from aigc_jax.errors import UserError
 from aigc_jax.evaluation import features, metrics, pipeline, references
+from tests.conftest import QUICK_COMPILE_FLAGS
 from tests.data.conftest import indexed_images, write_mnist_folder
 
 
@@ -193,7 +194,7 @@ def test_two_real_processes_share_one_cache_file(tmp_path, digits_uint8):
     s.bind(("127.0.0.1", 0))
     port = s.getsockname()[1]
   env = {**os.environ, "JAX_PLATFORMS": "cpu", "JAX_CPU_COLLECTIVES_IMPLEMENTATION": "gloo",
-         "XLA_FLAGS": "--xla_force_host_platform_device_count=1",
+         "XLA_FLAGS": f"--xla_force_host_platform_device_count=1 {QUICK_COMPILE_FLAGS}",
          "PYTHONPATH": os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))}
   procs = [subprocess.Popen([sys.executable, "-c", _WORKER, f"127.0.0.1:{port}", str(i), real_dir, str(cache)],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

@@ -97,23 +97,27 @@ def two_steps(family: str, grad_accum_steps: int = 1, fsdp_devices: int = 1, num
   return state, jax.device_get(metrics), step, keys, mesh
 
 
-@pytest.mark.parametrize("k", [2, 4])
-def test_accumulated_vae_step_equals_the_plain_step(k):
-  state, metrics, *_ = two_steps("vae", k)
+# Tests that share two_steps's compiled runs run on one worker (setup.cfg: --dist loadgroup).
+SHARED_RUNS = pytest.mark.xdist_group("two_steps")
+
+
+@SHARED_RUNS
+def test_accumulated_vae_step_equals_the_plain_step():
+  state, metrics, *_ = two_steps("vae", 2)
   plain_state, plain_metrics, *_ = two_steps("vae")
   assert int(state.step) == 2
   assert_trees_close(jax.device_get(state), jax.device_get(plain_state), rtol=1e-5)
   assert_trees_close(metrics, plain_metrics, rtol=1e-5)
 
 
-@pytest.mark.parametrize("k, fsdp", [(2, 2), (4, 4)])
-def test_accumulated_gan_step_on_sharded_parameters_equals_the_plain_replicated_step(k, fsdp):
+@SHARED_RUNS
+def test_accumulated_gan_step_on_sharded_parameters_equals_the_plain_replicated_step():
   """WGAN-GP with two critic updates, R1, DiffAugment and EMA: every draw of the step is made for
   the whole batch, so micro-batches change nothing, and neither do parameters and optimiser
   states sharded over fsdp devices (which the states show they are)."""
-  state, metrics, *_ = two_steps("gan", k, fsdp)
+  state, metrics, *_ = two_steps("gan", 2, 2)
   plain_state, plain_metrics, *_ = two_steps("gan")
-  assert_sharded_over_fsdp(state, fsdp)
+  assert_sharded_over_fsdp(state, 2)
   # Adam's moments are sharded as the parameters they follow.
   for param, mu in zip(jax.tree.leaves(state.g_params), jax.tree.leaves(state.g_opt_state[0].mu)):
     assert mu.sharding == param.sharding
@@ -122,6 +126,7 @@ def test_accumulated_gan_step_on_sharded_parameters_equals_the_plain_replicated_
   assert_trees_close(metrics, plain_metrics, rtol=1e-5)
 
 
+@SHARED_RUNS
 def test_accumulated_diffusion_step_on_sharded_parameters_equals_the_plain_replicated_step():
   """Noise levels, noise and label dropout are drawn for the whole batch, so two micro-batches
   and parameters sharded over pairs of devices change nothing; the EMA follows. One step: the

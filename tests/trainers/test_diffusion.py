@@ -268,7 +268,7 @@ def test_a_128_px_rgb_train_step():
   config.model.width, config.train.batch_size = 4, 2
   config.diffusion.channel_mult = (1, 1, 1, 1)
   config_lib.validate(config)
-  state = diffusion.init_state(config, jax.random.key(0))
+  state = jax.jit(functools.partial(diffusion.init_state, config))(jax.random.key(0))
   images = jnp.asarray(np.random.default_rng(0).uniform(-1, 1, (2, 128, 128, 3)), jnp.float32)
   step = jax.jit(diffusion.make_train_step(config))
   new, metrics = step(state, {"image": images, "label": jnp.zeros((2,), jnp.int32)}, jax.random.key(1))
