@@ -1,7 +1,7 @@
 """EDM (Karras et al. 2022) on MNIST, 28 px: a small U-Net, Heun sampling with 18 steps.
 
-The shipped edm_mnist: `python -m aigc_jax.sample --model=edm_mnist --seeds=0-63`. TFDS "mnist"
-by default; for a local IDX folder use --config.data.dataset=mnist_idx
+Sized for a CPU: about 1.6 CPU seconds a step on x86_64 (benchmarks/RESULTS.md, Diffusion). TFDS
+"mnist" by default; for a local IDX folder use --config.data.dataset=mnist_idx
 --config.data.manual_dir=DIR --config.data.split=test.
 """
 

@@ -1,6 +1,6 @@
 """Class-conditional EDM on MNIST, 28 px: label dropout in training, classifier-free guidance.
 
-The shipped edm_mnist_cond: `python -m aigc_jax.sample --model=edm_mnist_cond --class=3`.
+Sample a class of a run with `python -m aigc_jax.sample --workdir=DIR --class=3`.
 Guidance weight w in D = D_uncond + w (D_cond - D_uncond): 1 is the conditional model alone,
 larger values trade diversity for class fidelity (`--guidance`, default diffusion.guidance).
 """

@@ -42,9 +42,8 @@ def test_notebook_is_stored_without_outputs_and_opens_in_colab(name):
   assert "pip" in "".join(code[0]["source"])
 
 
-# The quickstart runs in the default suite; the others with the slow checks (pytest -m slow).
-@pytest.mark.parametrize("name", [n if n == "quickstart" else pytest.param(n, marks=pytest.mark.slow)
-                                  for n in sorted(SMALL)])
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(SMALL))
 def test_notebook_runs_on_cpu_with_small_settings(name, tmp_path, monkeypatch):
   from nbclient import NotebookClient
   monkeypatch.setenv("PYTHONPATH", ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
