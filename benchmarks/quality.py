@@ -14,7 +14,7 @@ sampler and step count of `--sampler`/`--sampling_steps`/`--guidance` (default: 
 precision/recall (k=3), density/coverage (k=5), the fraction of samples it
 labels with confidence >= 0.9, the smallest and largest class share among the
 samples, and for conditional models the fraction classified as the class asked
-for. `--write_results` puts the command line and the table at the top of RESULTS.md's
+for, over all samples and for the worst class. `--write_results` puts the command line and the table at the top of RESULTS.md's
 "## Model quality" section, in place of the previous run's; the notes and sweeps after it stay.
 """
 
@@ -136,7 +136,8 @@ def variant_config(name: str, mnist_dir: str, steps: int) -> ml_collections.Conf
 
 
 def class_scores(logits: np.ndarray, requested: np.ndarray | None, num_classes: int = 10) -> dict[str, float]:
-  """Confident fraction (max softmax >= 0.9), min/max class share, and accuracy on requested classes."""
+  """Confident fraction (max softmax >= 0.9), min/max class share, and for requested classes the
+  accuracy over all samples and that of the worst class."""
   logits = logits.astype(np.float64)
   probs = np.exp(logits - logits.max(axis=1, keepdims=True))
   probs /= probs.sum(axis=1, keepdims=True)
@@ -146,6 +147,8 @@ def class_scores(logits: np.ndarray, requested: np.ndarray | None, num_classes: 
          "min_class_share": float(shares.min()), "max_class_share": float(shares.max())}
   if requested is not None:
     out["conditional_accuracy"] = float(np.mean(predicted == requested))
+    out["worst_class_accuracy"] = float(min(np.mean(predicted[requested == c] == c)
+                                            for c in np.unique(requested)))
   return out
 
 
@@ -272,6 +275,7 @@ COLUMNS = (("steps", "steps", "{:,}"), ("FCD", "fid", "{:.2f}"), ("precision", "
            ("density", "density", "{:.3f}"), ("coverage", "coverage", "{:.3f}"),
            ("conf>=0.9", "confident_0.9", "{:.3f}"), ("min share", "min_class_share", "{:.3f}"),
            ("max share", "max_class_share", "{:.3f}"), ("cond. acc", "conditional_accuracy", "{:.3f}"),
+           ("worst class acc", "worst_class_accuracy", "{:.3f}"),
            ("train s", "train_s", "{:.0f}"))
 
 
