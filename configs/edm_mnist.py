@@ -27,7 +27,7 @@ def get_config():
   config.train.learning_rate = 5e-4
   config.train.b1 = 0.9
   config.train.b2 = 0.999
-  config.train.num_steps = 4_500
+  config.train.num_steps = 9_000
   config.train.steps_per_dispatch = 1  # inside lax.scan XLA:CPU compiles the U-Net step far slower (RESULTS.md, Diffusion)
   config.train.log_every = 100
   config.train.checkpoint_every = 250
