@@ -2,12 +2,14 @@
 
     python benchmarks/quality.py --mnist_dir=../shared/data/mnist --steps=3000 \
         --variants=dcgan,hinge_sn,cgan --root=/tmp/quality [--write_results]
+    python benchmarks/quality.py --mnist_dir=../shared/data/mnist --models=edm_mnist --sampler=stochastic
 
 Each variant is a config from configs/ plus overrides, trained on the MNIST test
 split (or its first 2,000 images for the `2k*` and `*_2k` data-efficiency variants)
 with `aigc_jax.train.train_and_evaluate` into ROOT/NAME (ROOT/NAME_seedS for each
 other `--seeds` value S); a finished run is only re-scored, so the script can be
-re-run to add variants or seeds. Samples are scored
+re-run to add variants or seeds; `--models` scores shipped models as they are instead, as their
+model cards do. Samples are scored
 against the full MNIST test split with the shipped LeNet digit classifier
 (`--features=digits`), at each `--truncations` psi (families with truncation) or at the diffusion
 sampler and step count of `--sampler`/`--sampling_steps`/`--guidance` (default: the config's): Frechet classifier distance (FCD: FID on its features),
@@ -36,7 +38,8 @@ from absl import app, flags
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from aigc_jax import checkpoints, config as config_lib, generation, images as images_lib, mnist_format, parallel, trainers  # noqa: E402
+from aigc_jax import (checkpoints, config as config_lib, generation, images as images_lib, mnist_format, parallel,  # noqa: E402
+                      pretrained, trainers)
 from aigc_jax.evaluation import features, pipeline  # noqa: E402
 
 SUBSET = "test[:2000]"
@@ -101,6 +104,8 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("mnist_dir", os.path.join(ROOT, "..", "shared", "data", "mnist"), "Folder of MNIST IDX files.")
 flags.DEFINE_list("variants", ["dcgan", "hinge_sn", "cgan", "dcgan_2k", "dcgan_2k_diffaug", "dcgan_2k_ada"],
                   f"Variants to train and score: {', '.join(VARIANTS)}.")
+flags.DEFINE_list("models", [], "Shipped models (aigc_jax.pretrained, e.g. edm_mnist) to score as "
+                  "they are, instead of training --variants.")
 flags.DEFINE_list("steps", ["3000"], "Training budgets per variant (batch size from the config); each "
                   "later budget resumes the run and is scored again.")
 flags.DEFINE_integer("num_samples", 10_000, "Generated images scored per variant.")
@@ -306,8 +311,23 @@ def write_section(text: str, path: str = os.path.join(ROOT, "benchmarks", "RESUL
   images_lib.write_bytes_atomic(path, content.encode())
 
 
+def score_model(name: str, reference: pipeline.SetSummary | None) -> list[dict]:
+  """Scores the shipped model `name` at the sampling flags; returns table rows."""
+  config, state = pretrained.load(name)
+  config.data.dataset, config.data.manual_dir = "mnist_idx", os.path.abspath(FLAGS.mnist_dir)
+  rows = []
+  for label, options in _sampling(name, trainers.get_family(config)):
+    rows.append({"name": label, "steps": config.train.num_steps,
+                 **score(config, state, FLAGS.num_samples, FLAGS.root, options, reference)})
+    print(rows[-1], flush=True)
+  return rows
+
+
 def main(argv) -> None:
   del argv
+  unknown = [m for m in FLAGS.models if m not in pretrained.names()]
+  if unknown:
+    raise app.UsageError(f"unknown shipped models {unknown}; choose from {', '.join(pretrained.names())}")
   unknown = [v for v in FLAGS.variants if v not in VARIANTS]
   if unknown:
     raise app.UsageError(f"unknown variants {unknown}; choose from {', '.join(VARIANTS)}")
@@ -317,12 +337,17 @@ def main(argv) -> None:
     raise app.UsageError(f"--seeds must be integers, got {FLAGS.seeds}") from e
   # Computed once for every variant, seed, budget and psi (the TFDS path caches it on disk instead).
   reference = in_memory_reference(FLAGS.mnist_dir, FLAGS.num_samples) if FLAGS.in_memory else None
-  rows = [row for name in FLAGS.variants for seed in seeds for row in run_variant(name, seed, reference)]
-  text = (f"`python benchmarks/quality.py --steps={','.join(FLAGS.steps)} --num_samples={FLAGS.num_samples} "
-          f"--variants={','.join(FLAGS.variants)} --seeds={','.join(FLAGS.seeds)}`: {platform.processor() or platform.machine()}, "
-          f"{os.cpu_count()} CPU cores (shared), jax {jax.__version__}. Trained on the MNIST test split "
-          f"(`2k*` and `*_2k` variants: its first 2,000 images), scored against all 10,000 with the LeNet digit features.\n\n"
-          + table(rows))
+  if FLAGS.models:
+    rows = [row for name in FLAGS.models for row in score_model(name, reference)]
+    command = f"--models={','.join(FLAGS.models)}"
+    trained = "Shipped models as they are"
+  else:
+    rows = [row for name in FLAGS.variants for seed in seeds for row in run_variant(name, seed, reference)]
+    command = f"--steps={','.join(FLAGS.steps)} --variants={','.join(FLAGS.variants)} --seeds={','.join(FLAGS.seeds)}"
+    trained = "Trained on the MNIST test split (`2k*` and `*_2k` variants: its first 2,000 images)"
+  text = (f"`python benchmarks/quality.py {command} --num_samples={FLAGS.num_samples}`: "
+          f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores (shared), jax {jax.__version__}. "
+          f"{trained}, scored against all 10,000 test images with the LeNet digit features.\n\n" + table(rows))
   print(text)
   if FLAGS.write_results:
     write_section(text)
