@@ -25,7 +25,7 @@ import time
 import numpy as np
 from absl import app
 
-from aigc_jax import generation, images, pretrained
+from aigc_jax import generation, images, pretrained, trainers
 from aigc_jax.errors import UserError
 from aigc_jax.evaluation import features
 from benchmarks.quality import class_scores, read_mnist
@@ -76,11 +76,16 @@ def worst_class(logits: np.ndarray, requested: np.ndarray | None) -> dict[str, i
   return {"worst_class": int(np.argmin([np.mean(predicted[requested == c] == c) for c in range(10)]))}
 
 
-def samples(name: str, num: int, batch_size: int = 250) -> tuple[np.ndarray, np.ndarray | None]:
-  """Seeds 0 .. num-1 of shipped model `name` at its defaults, and the classes asked for (or None)."""
+def samples(name: str, num: int, guidance: float | None,
+            batch_size: int = 250) -> tuple[np.ndarray, np.ndarray | None]:
+  """Seeds 0 .. num-1 of shipped model `name` at its defaults (and `guidance`, for the models
+  guided by class), and the classes asked for (or None)."""
   config, state = pretrained.load(name)
+  takes = {o.name for o in trainers.get_family(config).sample_options}
+  guided = guidance is not None and "guidance" in takes and config.model.num_classes
+  options = {"guidance": guidance} if guided else None
   seeds = np.arange(num)
-  batches = [np.asarray(generation.from_seeds(config, state, seeds[i:i + batch_size]))
+  batches = [np.asarray(generation.from_seeds(config, state, seeds[i:i + batch_size], options=options))
              for i in range(0, num, batch_size)]
   # Quantised as a PNG of the sample would be, so the judges see what a user's files hold.
   pictures = images.to_float(images.to_uint8(np.concatenate(batches)))
@@ -96,6 +101,8 @@ def main() -> None:
   parser.add_argument("--num_samples", type=int, default=2000)
   parser.add_argument("--epochs", type=int, default=8)
   parser.add_argument("--seed", type=int, default=0)
+  parser.add_argument("--guidance", type=float, default=None,
+                      help="Guidance weight for the models that take one (default: each model's).")
   args = parser.parse_args()
   import torch
   torch.set_num_threads(os.cpu_count())
@@ -112,7 +119,7 @@ def main() -> None:
   for judge, logits in (("CNN", cnn_logits(net, held_x)), ("LeNet", lenet_logits(held_x))):
     rows.append((f"real test[-{HELD_OUT}:]", judge, {**class_scores(logits, held_y), **worst_class(logits, held_y)}))
   for name in args.models.split(","):
-    pictures, requested = samples(name, args.num_samples)
+    pictures, requested = samples(name, args.num_samples, args.guidance)
     for judge, logits in (("CNN", cnn_logits(net, pictures)), ("LeNet", lenet_logits(pictures))):
       rows.append((name, judge, {**class_scores(logits, requested), **worst_class(logits, requested)}))
 
@@ -120,7 +127,8 @@ def main() -> None:
              "conditional_accuracy": "class acc", "worst_class_accuracy": "worst class acc",
              "worst_class": "worst class"}
   print(f"{platform.machine()}, torch {torch.__version__}: CNN trained on test[:-{HELD_OUT}] for "
-        f"{args.epochs} epochs in {train_s:.0f} s; {args.num_samples} samples per model\n")
+        f"{args.epochs} epochs in {train_s:.0f} s; {args.num_samples} samples per model"
+        + (f", guidance {args.guidance:g}" if args.guidance is not None else "") + "\n")
   print("| images | judge | " + " | ".join(columns.values()) + " |")
   print("|---" * (len(columns) + 2) + "|")
   for what, judge, scores in rows:
