@@ -347,7 +347,7 @@ def main(argv) -> None:
     trained = "Trained on the MNIST test split (`2k*` and `*_2k` variants: its first 2,000 images)"
   text = (f"`python benchmarks/quality.py {command} --num_samples={FLAGS.num_samples}`: "
           f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores (shared), jax {jax.__version__}. "
-          f"{trained}, scored against all 10,000 test images with the LeNet digit features.\n\n" + table(rows))
+          f"{trained}, scored against {FLAGS.num_samples:,} test images with the LeNet digit features.\n\n" + table(rows))
   print(text)
   if FLAGS.write_results:
     write_section(text)
