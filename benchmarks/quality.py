@@ -140,9 +140,9 @@ def variant_config(name: str, mnist_dir: str, steps: int) -> ml_collections.Conf
   return config
 
 
-def class_scores(logits: np.ndarray, requested: np.ndarray | None, num_classes: int = 10) -> dict[str, float]:
+def class_scores(logits: np.ndarray, requested: np.ndarray | None, num_classes: int = 10) -> dict[str, float | int]:
   """Confident fraction (max softmax >= 0.9), min/max class share, and for requested classes the
-  accuracy over all samples and that of the worst class."""
+  accuracy over all samples and that of the worst class (and which class that is)."""
   logits = logits.astype(np.float64)
   probs = np.exp(logits - logits.max(axis=1, keepdims=True))
   probs /= probs.sum(axis=1, keepdims=True)
@@ -152,8 +152,10 @@ def class_scores(logits: np.ndarray, requested: np.ndarray | None, num_classes: 
          "min_class_share": float(shares.min()), "max_class_share": float(shares.max())}
   if requested is not None:
     out["conditional_accuracy"] = float(np.mean(predicted == requested))
-    out["worst_class_accuracy"] = float(min(np.mean(predicted[requested == c] == c)
-                                            for c in np.unique(requested)))
+    classes = np.unique(requested)
+    accuracies = [np.mean(predicted[requested == c] == c) for c in classes]
+    out["worst_class_accuracy"] = float(min(accuracies))
+    out["worst_class"] = int(classes[np.argmin(accuracies)])
   return out
 
 

@@ -20,6 +20,15 @@ TINY = {"data.image_size": 8, "model.width": 8, "model.latent_dim": 8, "train.ba
         "train.num_sample_images": 4}
 
 
+def config_file(name: str):
+  """`get_config()` of configs/NAME.py."""
+  import importlib.util
+  spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "configs", f"{name}.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config()
+
+
 def quickstart(**overrides):
   sys.path.insert(0, os.path.join(ROOT, "configs"))
   try:

@@ -6,7 +6,6 @@ a corrupt file, and files that are not images.
 """
 
 import functools
-import importlib.util
 import os
 import zipfile
 
@@ -20,7 +19,7 @@ from aigc_jax import checkpoints, config as config_lib, images, parallel, train,
 from aigc_jax.data import pipeline
 from aigc_jax.errors import UserError
 from aigc_jax.trainers import gan, vae as vae_family
-from tests.test_train import ROOT
+from tests.test_train import config_file
 
 SIZE = 8
 BACKGROUND = (0, 0, 255)
@@ -267,10 +266,7 @@ def test_a_run_on_a_folder_records_its_class_names_in_config_json(photos, tmp_pa
 
 @pytest.mark.parametrize("name, size", [("dcgan_folder128", 128), ("vae_folder128", 128), ("dcgan_folder256", 256)])
 def test_the_folder_configs_need_a_folder_and_build_models_of_their_size(photos, name, size):
-  spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "configs", f"{name}.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config()
+  config = config_file(name)
   with pytest.raises(UserError, match="data.folder=None"):
     config_lib.validate(config)
   config.data.folder = photos[0]

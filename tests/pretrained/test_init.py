@@ -13,7 +13,7 @@ from aigc_jax import checkpoints, pretrained
 from aigc_jax.errors import UserError
 from aigc_jax.evaluation import references, scoring
 from tests.test_checkpoints import make_run
-from tests.test_train import quickstart
+from tests.test_train import config_file, quickstart
 
 MACHINE_PATH = re.compile(r"(/tmp/|/work/|/home/|\.\./shared|\.gpu\b)")
 
@@ -76,14 +76,9 @@ def test_shipped_models_carry_no_machine_paths(name):
 # have since gained keys and budgets their shipped configs predate.
 @pytest.mark.parametrize("name", ["edm_mnist", "edm_mnist_cond"])
 def test_a_shipped_config_is_its_config_file_with_the_cards_data_flags(name):
-  import importlib.util
   import ml_collections
   from aigc_jax import config as config_lib
-  root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-  spec = importlib.util.spec_from_file_location(name, os.path.join(root, "configs", f"{name}.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = config_lib.complete(module.get_config())
+  config = config_lib.complete(config_file(name))
   config.data.dataset, config.data.split = "mnist_idx", "test"  # the card's --config.data.* flags
   with open(os.path.join(pretrained.DIR, f"{name}.json")) as f:
     shipped = config_lib.complete(ml_collections.ConfigDict(json.load(f)))
