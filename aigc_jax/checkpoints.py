@@ -165,17 +165,17 @@ def _some(paths: list[str]) -> str:
   return ", ".join(paths[:3]) + (f" and {len(paths) - 3} more" if len(paths) > 3 else "")
 
 
-def _fit_problem(stored: Any, target: Any) -> str | None:
-  """How the checkpoint's tree `stored` (Orbax metadata) differs from `target`; None if it fits."""
+def fit_problem(stored: Any, target: Any, source: str = "the checkpoint") -> str | None:
+  """How the tree `stored` (arrays or Orbax metadata) of `source` differs from `target`; None if it fits."""
   have = {_path(p): leaf for p, leaf in jax.tree_util.tree_flatten_with_path(stored)[0]}
   want = {_path(p): leaf for p, leaf in jax.tree_util.tree_flatten_with_path(target)[0]}
   if want.keys() - have.keys():
-    return f"this config's train state has {_some(sorted(want.keys() - have.keys()))}, the checkpoint not"
+    return f"this config's train state has {_some(sorted(want.keys() - have.keys()))}, {source} not"
   if have.keys() - want.keys():
-    return f"the checkpoint has {_some(sorted(have.keys() - want.keys()))}, this config's train state not"
+    return f"{source} has {_some(sorted(have.keys() - want.keys()))}, this config's train state not"
   for name, leaf in want.items():
     if tuple(have[name].shape) != tuple(leaf.shape):
-      return (f"{name} has shape {tuple(have[name].shape)} in the checkpoint, "
+      return (f"{name} has shape {tuple(have[name].shape)} in {source}, "
               f"{tuple(leaf.shape)} in this config")
   return None
 
@@ -219,7 +219,7 @@ def _failure(manager: ocp.CheckpointManager, step: int, target: dict, error: Exc
     return damaged
   if stored is None or not jax.tree.leaves(stored):
     return UnusableCheckpoint(f"{where} is damaged (its tree metadata is missing)")
-  problem = _fit_problem(stored, target)
+  problem = fit_problem(stored, target)
   if problem is None:
     return damaged
   return UserError(f"{where} does not fit this config's train state ({problem}): resume with the "

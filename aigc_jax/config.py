@@ -91,6 +91,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.fsdp_devices = 1        # > 1: parameters and optimiser states sharded over groups of this many devices
   c.train.fsdp_min_kib = 1024     # fsdp: state leaves smaller than this (KiB) stay replicated
   c.train.compute_dtype = "float32"
+  # A shipped model's name or an exported NAME.msgpack (NAME.json beside it): a new run starts from
+  # the weights it keeps (fine-tuning); "": random initialisation.
+  c.train.init_from = ""
 
   from aigc_jax import trainers  # The families import this module for `fail`.
   for family in trainers.families().values():
@@ -177,6 +180,8 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
     fail("train.b1/b2", (config.train.b1, config.train.b2), "Adam betas must be in [0, 1)")
   if config.train.compute_dtype not in COMPUTE_DTYPES:
     fail("train.compute_dtype", config.train.compute_dtype, f"choose one of {', '.join(COMPUTE_DTYPES)}")
+  if not isinstance(config.train.init_from, str):
+    fail("train.init_from", config.train.init_from, "a shipped model's name, a path to NAME.msgpack, or ''")
   family.validate(config)
   if num_devices is not None:
     _check_devices(config.train, num_devices)

@@ -90,11 +90,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Any:
   if config.data.dataset != "synthetic":
     data.dataset_size(config.data, config.data.split)  # missing data fails before the workdir is touched
   manager = checkpoints.create_manager(workdir, config)
+  weights = None
+  if config.train.init_from and not manager.all_steps():  # a resumed run needs only its checkpoint
+    from aigc_jax import pretrained
+    weights = pretrained.initial_weights(config)
   with run_log.log_file(workdir):
-    return _train(config, workdir, manager)
+    return _train(config, workdir, manager, weights)
 
 
-def _train(config: ml_collections.ConfigDict, workdir: str, manager) -> Any:
+def _train(config: ml_collections.ConfigDict, workdir: str, manager, weights: dict | None) -> Any:
   from clu import periodic_actions  # Heavy import kept off library import.
   from aigc_jax import data
 
@@ -109,6 +113,9 @@ def _train(config: ml_collections.ConfigDict, workdir: str, manager) -> Any:
     state, keys["step"] = checkpoints.restore(manager, None, state, keys["step"])
     last_good = int(jax.device_get(state.step))
     run_log.line(f"resuming from step {last_good}" + (f" with {', '.join(changes)}" if changes else ""))
+  elif weights is not None:
+    state = jax.device_put(family.with_sampling_fields(config, state, weights), state_sharding)
+    run_log.line(f"starting from the weights of {config.train.init_from}")
   start_step = int(jax.device_get(state.step))
   if jax.process_index() == 0:
     checkpoints.write_config(workdir, config)

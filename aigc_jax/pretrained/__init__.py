@@ -4,7 +4,8 @@ Each model NAME is two files here: `NAME.json` (the training config) and
 `NAME.msgpack` (only what sampling needs, as the family's `sampling_fields` picks:
 e.g. a GAN's generator weights, the EMA ones when the run kept an EMA), with a model
 card `NAME.md` beside them. `load(name)` rebuilds a train state that the family's
-`generate` accepts, offline.
+`generate` accepts, offline; `initial_weights(config)` reads the model that
+`config.train.init_from` names, to start a new run from (fine-tuning).
 
     python -m aigc_jax.pretrained --workdir=RUN --name=dcgan_mnist   # export a run to ./
 """
@@ -88,3 +89,48 @@ def load(name: str, directory: str = DIR) -> tuple[ml_collections.ConfigDict, An
   family = trainers.get_family(config)
   template = family.init_state(config, jax.random.key(0))
   return config, family.with_sampling_fields(config, template, weights)
+
+
+def source_paths(source: str, directory: str = DIR) -> tuple[str, str]:
+  """(NAME.json, NAME.msgpack) of `source`: a shipped model's name, or a path to an exported NAME.msgpack."""
+  if source.endswith(".msgpack"):
+    paths = (source[:-len(".msgpack")] + ".json", source)
+    for path in paths:
+      if not os.path.isfile(path):
+        raise UserError(f"config.train.init_from={source!r}: {path} does not exist (an export is "
+                        "NAME.msgpack with NAME.json beside it)")
+    return paths
+  if source not in names(directory):
+    raise UserError(f"config.train.init_from={source!r} is neither a shipped model ("
+                    f"{', '.join(names(directory)) or 'none'}) nor a path to an exported NAME.msgpack")
+  return _paths(source, directory)
+
+
+def initial_weights(config: ml_collections.ConfigDict) -> dict:
+  """The weights of the model `config.train.init_from` names, checked to fit `config`'s train state.
+
+  They are what the model keeps (its family's `sampling_fields`): a GAN's generator, a diffusion
+  model's EMA weights; the rest of the state (a discriminator, optimiser moments, the step) starts
+  afresh.
+  """
+  from aigc_jax import checkpoints
+  source = config.train.init_from
+  config_path, weights_path = source_paths(source)
+  family = trainers.get_family(config)
+  try:
+    with open(config_path) as f:
+      stored = json.load(f)
+    with open(weights_path, "rb") as f:
+      weights = flax.serialization.msgpack_restore(f.read())
+    stored_family = stored["model"]["family"]
+  except (ValueError, KeyError, TypeError) as e:  # bad JSON, msgpack, or a JSON without model.family
+    raise UserError(f"config.train.init_from={source!r} is not a readable exported model "
+                    f"({type(e).__name__}: {e})") from None
+  if stored_family != family.name:
+    raise UserError(f"config.train.init_from={source!r} is a {stored_family} model; this config "
+                    f"trains a {family.name} one")
+  abstract = jax.eval_shape(lambda k: family.init_state(config, k), jax.random.key(0))
+  problem = checkpoints.fit_problem(weights, family.sampling_fields(config, abstract), source)
+  if problem:
+    raise UserError(f"config.train.init_from={source!r} does not fit this config ({problem})")
+  return weights

@@ -384,9 +384,13 @@ def sampling_fields(config: ml_collections.ConfigDict, state: DiffusionState) ->
 
 def with_sampling_fields(config: ml_collections.ConfigDict, state: DiffusionState,
                          fields: dict) -> DiffusionState:
-  """`state` (freshly initialised) with the fields of `sampling_fields` put back."""
-  return state.replace(**{name: flax.serialization.from_state_dict(getattr(state, name), value)
-                          for name, value in fields.items()})
+  """`state` (freshly initialised) with the fields of `sampling_fields` put back (the EMA weights
+  as the trained ones too, so a run started from them trains on from there)."""
+  restored = {name: flax.serialization.from_state_dict(getattr(state, name), value)
+              for name, value in fields.items()}
+  if "ema_params" in restored:
+    restored["params"] = jax.tree.map(np.copy, restored["ema_params"])  # the step donates both trees
+  return state.replace(**restored)
 
 
 FAMILY = Family(
