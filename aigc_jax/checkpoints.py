@@ -334,12 +334,13 @@ def check_resume(workdir: str, config: ml_collections.ConfigDict) -> list[str]:
   if data is None:
     return []
   changes = config_changes(ml_collections.ConfigDict(json.loads(data)), config)
-  refused = [c for c in changes if c[0] not in config_lib.RESUME_SAFE_KEYS]
+  safe = config_lib.resume_safe_keys(config)
+  refused = [c for c in changes if c[0] not in safe]
   if refused:
     raise UserError(f"--workdir={workdir!r} holds a run trained with another config ({_describe(refused)}); "
                     f"resuming would change its mathematics: resume with its own config ({CONFIG_FILE} "
                     f"there) or use a new --workdir. Safe to change on resume: "
-                    f"{', '.join(config_lib.RESUME_SAFE_KEYS)}")
+                    f"{', '.join(safe)}")
   return [_describe([c]) for c in changes]
 
 

@@ -242,6 +242,13 @@ def dataset_classes(data: ml_collections.ConfigDict) -> int:
   return DATASET_CLASSES["digits"]
 
 
+def resume_safe_keys(config: ml_collections.ConfigDict) -> tuple[str, ...]:
+  """The keys a resume of a run with `config` may change: RESUME_SAFE_KEYS and its family's sampling keys."""
+  from aigc_jax import trainers
+  family = trainers.get_family(config)
+  return RESUME_SAFE_KEYS + tuple(f"{family.section}.{key}" for key in family.sampling_keys)
+
+
 def complete(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """Returns `config` with keys it lacks (a run saved before they existed) set to their defaults."""
   full = base_config()

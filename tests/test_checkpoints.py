@@ -21,6 +21,7 @@ from aigc_jax import checkpoints, parallel, runs, sample, trainers
 from aigc_jax.evaluation import scoring
 from aigc_jax.errors import UserError
 from tests.test_train import ROOT, quickstart
+from tests.trainers import test_diffusion
 
 
 def _state_at(state, step):
@@ -199,6 +200,20 @@ def test_resume_refuses_keys_that_change_the_mathematics(run, tmp_path):
       "data.manual_dir None -> '/elsewhere/mnist'", f"train.num_steps {config.train.num_steps} -> 40",
       "train.log_every 5 -> 10", "train.steps_per_dispatch 1 -> 2"]
   assert checkpoints.check_resume(str(tmp_path), other) == []  # no config.json: nothing to compare
+
+
+def test_resume_may_change_how_a_diffusion_run_samples_but_not_how_it_trains(tmp_path):
+  stored = test_diffusion.tiny_config(num_classes=0)
+  checkpoints.write_config(str(tmp_path), stored)
+  sampling = test_diffusion.tiny_config(num_classes=0)
+  sampling.diffusion.steps, sampling.diffusion.sampler, sampling.diffusion.s_churn = 40, "stochastic", 10.0
+  assert checkpoints.check_resume(str(tmp_path), sampling) == [
+      "diffusion.sampler 'heun' -> 'stochastic'", f"diffusion.steps {stored.diffusion.steps} -> 40",
+      "diffusion.s_churn 40.0 -> 10.0"]
+  training = test_diffusion.tiny_config(num_classes=0)
+  training.diffusion.p_mean, training.diffusion.steps = 0.0, 40
+  with pytest.raises(UserError, match=r"another config \(diffusion.p_mean -1.2 -> 0.0\); .* diffusion.steps"):
+    checkpoints.check_resume(str(tmp_path), training)
 
 
 def test_config_changes_sees_keys_a_stored_config_lacks_as_their_defaults(run):

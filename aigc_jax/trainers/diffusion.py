@@ -398,4 +398,6 @@ FAMILY = Family(
     validate=validate, init_state=init_state, make_train_step=make_train_step, noise=noise,
     generate=generate, sample_options=SAMPLE_OPTIONS, sample_settings=sample_settings,
     trajectory=trajectory,
-    sampling_fields=sampling_fields, with_sampling_fields=with_sampling_fields)
+    sampling_fields=sampling_fields, with_sampling_fields=with_sampling_fields,
+    sampling_keys=("sigma_min", "sigma_max", "rho", "sampler", "steps", "guidance", "s_churn", "s_min",
+                   "s_max", "s_noise", "ddim_eta"))

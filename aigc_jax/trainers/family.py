@@ -16,6 +16,7 @@ fields left `None` when a family lacks them; callers discover them with `family.
   from the config), recorded beside scores; without it, the options over their defaults.
 - shipped models: `sampling_fields` picks the state fields sampling needs; `with_sampling_fields`
   puts them back into a freshly initialised state.
+- `sampling_keys`: the keys of its section that only sampling reads (a resume may change them).
 """
 
 from __future__ import annotations
@@ -66,6 +67,8 @@ class Family:
   classify: Callable[[Config, Any, jax.Array], jax.Array] | None = None
   sampling_fields: Callable[[Config, Any], dict] | None = None
   with_sampling_fields: Callable[[Config, Any, dict], Any] | None = None
+  # Keys of its section that only sampling reads, so a resumed run may change them.
+  sampling_keys: tuple[str, ...] = ()
 
   def can(self, capability: str) -> bool:
     """Whether the family offers `capability` (one of CAPABILITIES)."""
