@@ -1,4 +1,4 @@
-"""EDM (Karras et al. 2022) on MNIST, 28 px: a small U-Net, EDM's stochastic sampler with 18 steps.
+"""EDM (Karras et al. 2022) on MNIST, 28 px: a small U-Net, EDM's stochastic sampler with 40 steps.
 
 Sized for a CPU: about 1.6 CPU seconds a step on x86_64 (benchmarks/RESULTS.md, Diffusion). TFDS
 "mnist" by default; for a local IDX folder use --config.data.dataset=mnist_idx
@@ -24,6 +24,7 @@ def get_config():
   config.diffusion.ema_half_life_images = 50_000  # short runs: a shorter average than EDM's 500k
   config.diffusion.lr_warmup_steps = 200
   config.diffusion.sampler = "stochastic"  # its churn mends more of a short run's errors (RESULTS.md)
+  config.diffusion.steps = 40  # more precise and confident digits than 18 at the same FCD (RESULTS.md, Diffusion)
   config.train.batch_size = 64
   config.train.learning_rate = 5e-4
   config.train.b1 = 0.9
