@@ -4,7 +4,8 @@ jitted samplers, with an EMA of the weights, label dropout and classifier-free g
 Options, each a `diffusion.*` config key: the objective (`objective`: `edm` with `sigma_data`,
 `p_mean`, `p_std`; `flow`; `ddpm` with `ddpm_schedule` and `ddpm_timesteps`), the U-Net's
 `channel_mult`, `num_res_blocks`, `attn_resolutions` and `dropout` (its base width is
-`model.width`), a linear learning-rate warm-up (`lr_warmup_steps`), label dropout for guidance
+`model.width`), a linear learning-rate warm-up (`lr_warmup_steps`) and cosine decay
+(`lr_decay_steps`), label dropout for guidance
 (`label_dropout`, conditional models only), the EMA sampled from (`ema_half_life_images`,
 `ema_rampup`, the GAN's EMA), and sampling defaults that `sample` can override: `sampler` (edm:
 heun, euler, stochastic with `s_churn`, `s_min`, `s_max`, `s_noise`; flow: heun, euler; ddpm: ddim
@@ -70,6 +71,7 @@ def defaults() -> ml_collections.ConfigDict:
   c.dropout = 0.1                 # U-Net: dropout in every residual block
   c.label_dropout = 0.1           # conditional models (others ignore it): probability of training on the null class; 0: off
   c.lr_warmup_steps = 0           # learning rate ramps linearly from 0 over this many steps; 0: off
+  c.lr_decay_steps = 0            # after the warm-up it falls along a cosine to 0 at this step and stays 0; 0: off
   c.ema_half_life_images = 500_000  # EMA half-life in images (EDM's ema_halflife_kimg * 1000); 0: off
   c.ema_rampup = 0.05             # EMA half-life is at most this fraction of the images seen; 0: off
   c.sampler = "heun"              # edm: heun | euler | stochastic; flow: heun | euler; ddpm: ddim | ancestral
@@ -159,6 +161,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
       _fail(f"diffusion.{key}", d[key], "must be in [0, 1)")
   if not _is_int(d.lr_warmup_steps) or d.lr_warmup_steps < 0:
     _fail("diffusion.lr_warmup_steps", d.lr_warmup_steps, "must be 0 (off) or a positive integer")
+  if not _is_int(d.lr_decay_steps) or d.lr_decay_steps < 0 or 0 < d.lr_decay_steps <= d.lr_warmup_steps:
+    _fail("diffusion.lr_decay_steps", d.lr_decay_steps,
+          "must be 0 (off) or an integer above diffusion.lr_warmup_steps")
   if not _is_number(d.ema_half_life_images) or d.ema_half_life_images < 0:
     _fail("diffusion.ema_half_life_images", d.ema_half_life_images, "must be 0 (no EMA) or positive")
   if not _is_number(d.ema_rampup) or d.ema_rampup < 0:
@@ -185,11 +190,17 @@ def build_unet(config: ml_collections.ConfigDict) -> unet.UNet:
                    dtype=models.compute_dtype(config))
 
 
+def learning_rate(config: ml_collections.ConfigDict) -> optax.ScalarOrSchedule:
+  """The learning rate by step: `train.learning_rate` after the optional warm-up and cosine decay."""
+  peak = config.train.learning_rate
+  warmup, decay = config.diffusion.lr_warmup_steps, config.diffusion.lr_decay_steps
+  if decay:
+    return optax.warmup_cosine_decay_schedule(0.0, peak, warmup, decay, end_value=0.0)
+  return optax.linear_schedule(0.0, peak, warmup) if warmup else peak
+
+
 def _optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
-  lr = config.train.learning_rate
-  warmup = config.diffusion.lr_warmup_steps
-  schedule = optax.linear_schedule(0.0, lr, warmup) if warmup else lr
-  return common.adam(config, schedule)
+  return common.adam(config, learning_rate(config))
 
 
 def _uses_ema(config: ml_collections.ConfigDict) -> bool:

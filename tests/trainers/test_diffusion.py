@@ -91,6 +91,7 @@ def test_the_family_describes_itself():
     ("diffusion.dropout", 1.0, "[0, 1)"),
     ("diffusion.label_dropout", -0.1, "[0, 1)"),
     ("diffusion.lr_warmup_steps", -5, "0 (off)"),
+    ("diffusion.lr_decay_steps", -3, "above diffusion.lr_warmup_steps"),
     ("diffusion.ema_half_life_images", -1, "no EMA"),
     ("diffusion.sampler", "ddim", "allows heun, euler, stochastic"),
     ("diffusion.steps", 0, ">= 1"),
@@ -107,6 +108,18 @@ def test_each_bad_value_is_one_line_naming_the_key(key, value, message):
     diffusion.validate(config)
   text = str(err.value)
   assert "\n" not in text and text.startswith(f"config.{key}=") and message in text, text
+
+
+def test_the_learning_rate_warms_up_linearly_then_falls_along_a_cosine_to_zero():
+  config = tiny_config()
+  config.train.learning_rate = 1e-3
+  config.diffusion.lr_warmup_steps, config.diffusion.lr_decay_steps = 4, 12
+  steps = np.array([0, 2, 4, 6, 8, 10, 12, 30])
+  ramp = np.minimum(steps / 4, 1.0)
+  fall = 0.5 * (1 + np.cos(np.pi * np.clip((steps - 4) / 8, 0.0, 1.0)))
+  expected = 1e-3 * np.where(steps < 4, ramp, fall)
+  schedule = diffusion.learning_rate(config)
+  np.testing.assert_allclose([float(schedule(s)) for s in steps], expected, rtol=1e-5, atol=1e-9)
 
 
 def test_guidance_needs_a_conditional_model_trained_with_label_dropout():
