@@ -3,6 +3,7 @@
     python benchmarks/quality.py --mnist_dir=../shared/data/mnist --steps=3000 \
         --variants=dcgan,hinge_sn,cgan --root=/tmp/quality [--write_results]
     python benchmarks/quality.py --mnist_dir=../shared/data/mnist --models=edm_mnist --sampler=stochastic
+    python benchmarks/quality.py --mnist_dir=../shared/data/mnist --models=edm_mnist --model_overrides=diffusion.s_min=0.01
 
 Each variant is a config from configs/ plus overrides, trained on the MNIST test
 split (or its first 2,000 images for the `2k*` and `*_2k` data-efficiency variants)
@@ -116,6 +117,8 @@ flags.DEFINE_list("truncations", ["1.0"], "Truncation psi values to score each v
 flags.DEFINE_string("sampler", None, "Diffusion variants: the sampler to score with (default: the config's).")
 flags.DEFINE_integer("sampling_steps", None, "Diffusion variants: sampler steps (default: the config's).")
 flags.DEFINE_float("guidance", None, "Conditional diffusion variants: guidance weight (default: the config's).")
+flags.DEFINE_list("model_overrides", [], "SECTION.KEY=VALUE sampling settings to score --models at instead of "
+                  "their configs' (e.g. diffusion.s_min=0.01; each value typed as the config's).")
 flags.DEFINE_string("root", "/tmp/aigc_quality", "Where the runs are kept.")
 flags.DEFINE_bool("write_results", False, "Replace the previous run's table at the top of RESULTS.md's "
                   "Model quality section.")
@@ -317,8 +320,21 @@ def score_model(name: str, reference: pipeline.SetSummary | None) -> list[dict]:
   """Scores the shipped model `name` at the sampling flags; returns table rows."""
   config, state = pretrained.load(name)
   config.data.dataset, config.data.manual_dir = "mnist_idx", os.path.abspath(FLAGS.mnist_dir)
+  family = trainers.get_family(config)
+  for setting in FLAGS.model_overrides:
+    key, _, value = setting.partition("=")
+    section, _, field = key.partition(".")
+    if section != family.section or field not in family.sampling_keys or not value:
+      raise app.UsageError(f"--model_overrides={setting!r} is not {family.section}.KEY=VALUE with KEY one of "
+                           f"{name}'s sampling keys: {', '.join(family.sampling_keys)}")
+    try:
+      config[section][field] = type(config[section][field])(value)
+    except ValueError as e:
+      raise app.UsageError(f"--model_overrides={setting!r}: {e}") from e
+  if FLAGS.model_overrides:
+    name = ", ".join([name] + FLAGS.model_overrides)
   rows = []
-  for label, options in _sampling(name, trainers.get_family(config)):
+  for label, options in _sampling(name, family):
     rows.append({"name": label, "steps": config.train.num_steps,
                  **score(config, state, FLAGS.num_samples, FLAGS.root, options, reference)})
     print(rows[-1], flush=True)
