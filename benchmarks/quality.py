@@ -34,13 +34,13 @@ import time
 import jax
 import ml_collections
 import numpy as np
-from absl import app, flags
+from absl import flags
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from aigc_jax import (checkpoints, config as config_lib, generation, images as images_lib, mnist_format, parallel,  # noqa: E402
-                      pretrained, trainers)
+from aigc_jax import (checkpoints, config as config_lib, errors, generation, images as images_lib, mnist_format,  # noqa: E402
+                      parallel, pretrained, trainers)
 from aigc_jax.evaluation import features, pipeline  # noqa: E402
 
 SUBSET = "test[:2000]"
@@ -188,10 +188,10 @@ def read_mnist(mnist_dir: str, split: str) -> tuple[np.ndarray, np.ndarray]:
   """Images (float32 [N,28,28,1] in [-1,1]) and labels of "test", "train" or "test[:N]", without TensorFlow."""
   m = re.fullmatch(r"(train|test)(?:\[:(\d+)\])?", split)
   if not m:
-    raise app.UsageError(f"--in_memory reads 'train', 'test' or 'test[:N]', not {split!r}")
+    raise errors.UserError(f"--in_memory reads 'train', 'test' or 'test[:N]', not {split!r}")
   splits = mnist_format.find_splits(mnist_dir)
   if m[1] not in splits:
-    raise app.UsageError(f"{mnist_dir!r} has no {m[1]} split")
+    raise errors.UserError(f"{mnist_dir!r} has no {m[1]} split")
   pixels, labels = mnist_format.read_split(*splits[m[1]])
   count = None if m[2] is None else int(m[2])
   return images_lib.to_float(pixels[:count]), labels[:count].astype(np.int32)
@@ -325,12 +325,16 @@ def score_model(name: str, reference: pipeline.SetSummary | None) -> list[dict]:
     key, _, value = setting.partition("=")
     section, _, field = key.partition(".")
     if section != family.section or field not in family.sampling_keys or not value:
-      raise app.UsageError(f"--model_overrides={setting!r} is not {family.section}.KEY=VALUE with KEY one of "
+      raise errors.UserError(f"--model_overrides={setting!r} is not {family.section}.KEY=VALUE with KEY one of "
                            f"{name}'s sampling keys: {', '.join(family.sampling_keys)}")
     try:
       config[section][field] = type(config[section][field])(value)
     except ValueError as e:
-      raise app.UsageError(f"--model_overrides={setting!r}: {e}") from e
+      raise errors.UserError(f"--model_overrides={setting!r}: {e}") from e
+  try:
+    family.validate(config)
+  except errors.UserError as e:
+    raise errors.UserError(f"--model_overrides: {e}") from None
   if FLAGS.model_overrides:
     name = ", ".join([name] + FLAGS.model_overrides)
   rows = []
@@ -345,14 +349,14 @@ def main(argv) -> None:
   del argv
   unknown = [m for m in FLAGS.models if m not in pretrained.names()]
   if unknown:
-    raise app.UsageError(f"unknown shipped models {unknown}; choose from {', '.join(pretrained.names())}")
+    raise errors.UserError(f"unknown shipped models {unknown}; choose from {', '.join(pretrained.names())}")
   unknown = [v for v in FLAGS.variants if v not in VARIANTS]
   if unknown:
-    raise app.UsageError(f"unknown variants {unknown}; choose from {', '.join(VARIANTS)}")
+    raise errors.UserError(f"unknown variants {unknown}; choose from {', '.join(VARIANTS)}")
   try:
     seeds = [int(s) for s in FLAGS.seeds]
   except ValueError as e:
-    raise app.UsageError(f"--seeds must be integers, got {FLAGS.seeds}") from e
+    raise errors.UserError(f"--seeds must be integers, got {FLAGS.seeds}") from e
   # Computed once for every variant, seed, budget and psi (the TFDS path caches it on disk instead).
   reference = in_memory_reference(FLAGS.mnist_dir, FLAGS.num_samples) if FLAGS.in_memory else None
   if FLAGS.models:
@@ -372,4 +376,4 @@ def main(argv) -> None:
 
 
 if __name__ == "__main__":
-  app.run(main)
+  errors.run_main(main)
