@@ -326,7 +326,7 @@ def score_model(name: str, reference: pipeline.SetSummary | None) -> list[dict]:
     section, _, field = key.partition(".")
     if section != family.section or field not in family.sampling_keys or not value:
       raise errors.UserError(f"--model_overrides={setting!r} is not {family.section}.KEY=VALUE with KEY one of "
-                           f"{name}'s sampling keys: {', '.join(family.sampling_keys)}")
+                             f"{name}'s sampling keys: {', '.join(family.sampling_keys)}")
     try:
       config[section][field] = type(config[section][field])(value)
     except ValueError as e:
